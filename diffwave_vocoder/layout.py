@@ -1,0 +1,94 @@
+"""Turn whatever a TTS pipeline hands over into validated float32 mels of shape (frames, n_mels).
+
+Accepts numpy arrays, tf.Tensors and torch tensors (torch is never imported unless such a tensor
+is passed), one mel or a batch, in TF layout `(..., frames, n_mels)` or PyTorch layout
+`(..., n_mels, frames)`. Every rejection says what was expected and what came.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+LAYOUTS = ("tf", "torch", "auto")
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """numpy view of a numpy array, tf.Tensor, torch tensor or nested list."""
+    module = type(value).__module__
+    if module.startswith("torch"):
+        value = value.detach().cpu().numpy()
+    elif hasattr(value, "numpy") and not isinstance(value, np.ndarray):
+        value = value.numpy()
+    array = np.asarray(value)
+    if array.dtype == object or array.dtype.kind not in "biuf":
+        raise ValueError(f"mel must be a numeric array, got dtype {array.dtype}")
+    if array.dtype.kind == "b":
+        raise ValueError("mel must be a numeric array, got booleans")
+    return array
+
+
+def _frames_last(mel: np.ndarray, n_mels: int, layout: str) -> np.ndarray:
+    """One mel (2-D) in either layout -> (frames, n_mels)."""
+    rows, cols = mel.shape
+    if layout == "auto":
+        if rows == n_mels and cols == n_mels:
+            raise ValueError(
+                f"mel of shape {mel.shape} is ambiguous: both axes equal n_mels={n_mels}; "
+                "pass layout='tf' for (frames, n_mels) or layout='torch' for (n_mels, frames)")
+        if cols == n_mels:
+            return mel
+        if rows == n_mels:
+            return mel.T
+        raise ValueError(f"expected a mel with an axis of n_mels={n_mels}, got shape {mel.shape}")
+    if layout == "torch":
+        if rows != n_mels:
+            hint = " (it looks like TF layout (frames, n_mels); use layout='tf')" if cols == n_mels else ""
+            raise ValueError(f"expected PyTorch layout (n_mels={n_mels}, frames), got shape {mel.shape}{hint}")
+        return mel.T
+    if cols != n_mels:
+        hint = (" (axis 0 equals n_mels: it looks like PyTorch layout (n_mels, frames); "
+                "use layout='torch' or transpose)") if rows == n_mels else ""
+        raise ValueError(f"expected TF layout (frames, n_mels={n_mels}), got shape {mel.shape}; "
+                         f"n_mels axis has {cols}{hint}")
+    return mel
+
+
+def _validate(mel: np.ndarray, index: int | None) -> np.ndarray:
+    where = "" if index is None else f" (item {index})"
+    if mel.shape[0] == 0:
+        raise ValueError(f"mel has zero frames{where}")
+    if not np.all(np.isfinite(mel)):
+        raise ValueError(f"mel contains NaN or Inf{where}")
+    return np.ascontiguousarray(mel, dtype=np.float32)
+
+
+def as_mel_list(mel: Any, n_mels: int, layout: str = "tf") -> tuple[list[np.ndarray], bool]:
+    """Normalise input to a list of (frames, n_mels) float32 arrays.
+
+    Returns the list and whether the caller passed a single mel (so the result can be unwrapped).
+    A rank-3 array is a batch of equal-length mels; a list or tuple may hold different lengths.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if isinstance(mel, (list, tuple)):
+        if not mel:
+            raise ValueError("expected at least one mel, got an empty list")
+        items: Sequence[Any] = mel
+        single = False
+    else:
+        array = to_numpy(mel)
+        if array.ndim == 2:
+            items, single = [array], True
+        elif array.ndim == 3:
+            items, single = list(array), False
+        else:
+            raise ValueError(f"expected a mel of rank 2 (frames, n_mels) or a batch of rank 3, "
+                             f"got rank {array.ndim} with shape {array.shape}")
+    mels = []
+    for i, item in enumerate(items):
+        array = to_numpy(item)
+        if array.ndim != 2:
+            raise ValueError(f"each mel in a list must have rank 2, item {i} has shape {array.shape}")
+        mels.append(_validate(_frames_last(array, n_mels, layout), None if single else i))
+    return mels, single
