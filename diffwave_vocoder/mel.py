@@ -39,6 +39,65 @@ def _lmnt_decompress(features: np.ndarray) -> np.ndarray:
 register_compression("lmnt", _lmnt_compress, _lmnt_decompress)
 
 
+# Other toolkits' compressions; their parameters come from MelConvention.compression_params.
+def _log(x: np.ndarray, base: float) -> np.ndarray:
+    return np.log(x) / np.log(base)
+
+
+def _log_compress(mel, base=np.e, guard="clamp", eps=1e-5, gain=1.0):
+    """gain * log_base(max(mel, eps)) ("clamp") or gain * log_base(mel + eps) ("add")."""
+    if guard not in ("clamp", "add"):
+        raise ValueError(f"log guard must be 'clamp' or 'add', got {guard!r}")
+    return gain * _log(np.maximum(mel, eps) if guard == "clamp" else mel + eps, base)
+
+
+def _log_decompress(features, base=np.e, guard="clamp", eps=1e-5, gain=1.0):
+    mel = np.power(float(base), np.asarray(features, np.float64) / gain)
+    return mel if guard == "clamp" else np.maximum(mel - eps, 0.0)
+
+
+def _zscore_compress(mel, mean, scale, base=10.0, eps=1e-10, gain=1.0):
+    """Per-bin standardisation of gain * log_base(max(mel, eps)) with a training set's statistics."""
+    return (_log_compress(mel, base, "clamp", eps, gain) - np.asarray(mean)) / np.asarray(scale)
+
+
+def _zscore_decompress(features, mean, scale, base=10.0, eps=1e-10, gain=1.0):
+    raw = np.asarray(features, np.float64) * np.asarray(scale) + np.asarray(mean)
+    return _log_decompress(raw, base, "clamp", eps, gain)
+
+
+def _coqui_compress(mel, spec_gain=20.0, base=10.0, eps=1e-8, ref_level_db=20.0, min_level_db=-100.0,
+                    max_norm=4.0, symmetric=True, clip_norm=True):
+    """Coqui AudioProcessor.normalize(amp_to_db(mel)) with signal_norm=True and no stats file."""
+    normed = (_log_compress(mel, base, "clamp", eps, spec_gain) - ref_level_db - min_level_db) / -min_level_db
+    low = -max_norm if symmetric else 0.0
+    normed = (2 * max_norm * normed - max_norm) if symmetric else max_norm * normed
+    return np.clip(normed, low, max_norm) if clip_norm else normed
+
+
+def _coqui_decompress(features, spec_gain=20.0, base=10.0, eps=1e-8, ref_level_db=20.0, min_level_db=-100.0,
+                      max_norm=4.0, symmetric=True, clip_norm=True):
+    features = np.asarray(features, np.float64)
+    normed = (features + max_norm) / (2 * max_norm) if symmetric else features / max_norm
+    db = normed * -min_level_db + min_level_db + ref_level_db
+    return _log_decompress(db, base, "clamp", eps, spec_gain)
+
+
+register_compression("log", _log_compress, _log_decompress)
+register_compression("zscore", _zscore_compress, _zscore_decompress)
+register_compression("coqui", _coqui_compress, _coqui_decompress)
+
+
+def _freeze(value):
+    """Hashable form of a compression parameter (arrays and lists become tuples of floats)."""
+    if isinstance(value, (str, bool, int, float)) or value is None:
+        return value
+    array = np.asarray(value)
+    if array.dtype.kind in "iuf":
+        return tuple(float(v) for v in array.reshape(-1)) if array.ndim else float(array)
+    raise ValueError(f"compression parameters must be numbers, strings or numeric arrays, got {value!r}")
+
+
 @dataclass(frozen=True)
 class MelConvention:
     """How a mel spectrogram was computed from audio; defaults are lmnt-com/diffwave's."""
@@ -58,14 +117,36 @@ class MelConvention:
     pad_mode: str = "reflect"
     power: float = 1.0  # 1: magnitude, 2: power
     stft_normalized: bool = True  # divide the STFT by sqrt(sum(window**2)), as torchaudio normalized=True
+    # Fields other toolkits need (defaults keep lmnt's recipe).
+    compression_params: tuple = ()  # keyword arguments of the compression, e.g. {"base": 10.0}; stored sorted
+    window_periodic: bool = True  # False: symmetric window (NeMo)
+    pad: int = 0  # samples padded on each side with pad_mode before the STFT (HiFi-GAN: 384, center=False)
+    magnitude_eps: float = 0.0  # guard inside the magnitude: sqrt(|X|^2 + eps) or sqrt(max(|X|^2, eps))
+    magnitude_guard: str = "add"  # "add" (HiFi-GAN, 1e-9) or "clamp" (ESPnet, 1e-10)
 
     def __post_init__(self) -> None:
+        params = self.compression_params
+        items = params.items() if isinstance(params, dict) else params
+        try:
+            frozen = tuple(sorted((str(k), _freeze(v)) for k, v in items))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"compression_params must be a dict or (name, value) pairs, got {params!r}") from error
+        object.__setattr__(self, "compression_params", frozen)
+        if self.magnitude_guard not in ("add", "clamp"):
+            raise ValueError(f"magnitude_guard must be 'add' or 'clamp', got {self.magnitude_guard!r}")
+        if self.pad < 0:
+            raise ValueError(f"pad must be >= 0 samples, got {self.pad}")
         if self.mel_scale not in ("htk", "slaney"):
             raise ValueError(f"mel_scale must be 'htk' or 'slaney', got {self.mel_scale!r}")
         if self.mel_norm not in (None, "slaney"):
             raise ValueError(f"mel_norm must be None or 'slaney', got {self.mel_norm!r}")
         if self.compression not in _COMPRESSIONS:
             raise ValueError(f"unknown mel compression {self.compression!r}; known: {sorted(_COMPRESSIONS)}")
+        try:  # a wrong parameter name or a statistics vector of the wrong length fails here, not later
+            compress(np.ones((1, self.n_mels)), self)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"compression {self.compression!r} rejected parameters "
+                             f"{dict(self.compression_params)}: {error}") from error
         if self.win_length > self.n_fft:
             raise ValueError(f"win_length ({self.win_length}) must not exceed n_fft ({self.n_fft})")
         if not 0 <= self.fmin < self.f_max <= self.sample_rate / 2:
@@ -82,11 +163,16 @@ class MelConvention:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @property
+    def params(self) -> dict:
+        """The compression's keyword arguments as a dict."""
+        return dict(self.compression_params)
+
     def frames_for(self, num_samples: int) -> int:
         """Number of mel frames this convention yields for `num_samples` of audio."""
         if self.center:
-            return 1 + num_samples // self.hop_length
-        return 1 + (num_samples - self.n_fft) // self.hop_length
+            return 1 + (num_samples + 2 * self.pad) // self.hop_length
+        return 1 + (num_samples + 2 * self.pad - self.n_fft) // self.hop_length
 
 
 @functools.lru_cache(maxsize=32)
@@ -99,8 +185,8 @@ def mel_filterbank(convention: MelConvention) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=32)
-def _window(kind: str, win_length: int) -> np.ndarray:
-    return scipy.signal.get_window(kind, win_length, fftbins=True).astype(np.float64)
+def _window(kind: str, win_length: int, periodic: bool = True) -> np.ndarray:
+    return scipy.signal.get_window(kind, win_length, fftbins=periodic).astype(np.float64)
 
 
 def _check_audio(audio, sample_rate: int | None, convention: MelConvention) -> np.ndarray:
@@ -124,11 +210,19 @@ def _check_audio(audio, sample_rate: int | None, convention: MelConvention) -> n
 
 def linear_spectrogram(audio: np.ndarray, convention: MelConvention) -> np.ndarray:
     """|STFT|**power, shape (frames, n_fft // 2 + 1), with the convention's window and padding."""
-    window = _window(convention.window, convention.win_length)
+    window = _window(convention.window, convention.win_length, convention.window_periodic)
+    if convention.pad:
+        audio = np.pad(audio, convention.pad, mode=convention.pad_mode)
     spec = librosa.stft(audio, n_fft=convention.n_fft, hop_length=convention.hop_length,
                         win_length=convention.win_length, window=window, center=convention.center,
                         pad_mode=convention.pad_mode)
-    magnitude = np.abs(spec)
+    if convention.magnitude_eps:
+        power = spec.real.astype(np.float64) ** 2 + spec.imag.astype(np.float64) ** 2
+        guarded = (power + convention.magnitude_eps if convention.magnitude_guard == "add"
+                   else np.maximum(power, convention.magnitude_eps))
+        magnitude = np.sqrt(guarded)
+    else:
+        magnitude = np.abs(spec)
     if convention.stft_normalized:
         magnitude = magnitude / np.sqrt(np.sum(window ** 2))
     if convention.power != 1.0:
@@ -143,11 +237,11 @@ def mel_magnitudes(audio, convention: MelConvention, sample_rate: int | None = N
 
 
 def compress(mel: np.ndarray, convention: MelConvention) -> np.ndarray:
-    return _COMPRESSIONS[convention.compression][0](mel).astype(np.float32)
+    return _COMPRESSIONS[convention.compression][0](mel, **convention.params).astype(np.float32)
 
 
 def decompress(features: np.ndarray, convention: MelConvention) -> np.ndarray:
-    return _COMPRESSIONS[convention.compression][1](features)
+    return _COMPRESSIONS[convention.compression][1](features, **convention.params)
 
 
 def compute_mel(audio, convention: MelConvention = MelConvention(),

@@ -1,0 +1,182 @@
+"""The `Vocoder` a TTS pipeline calls, and the checkpoint format it is saved in.
+
+A checkpoint is a directory: `config.json` (model sizes, mel convention and schedules, readable by
+humans), `model.weights.h5` (Keras weights) and `metadata.json` (format version, provenance).
+Loading rebuilds the model from the config and reads the weights; nothing in it is executed.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence, Union
+
+import keras
+import numpy as np
+
+from . import __version__
+from .atomic import atomic_directory
+from .layout import as_mel_list
+from .mel import MelConvention
+from .model import build_model
+from .params import DiffWaveConfig
+from .sampler import Sampler, Steps, resolve_schedule
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.weights.h5"
+METADATA_FILE = "metadata.json"
+FORMAT_NAME = "diffwave-vocoder"
+FORMAT_VERSION = 1
+
+Seed = Union[int, Sequence[int], None]
+MelInput = Any  # numpy array, tf.Tensor, torch tensor, or a list of them
+
+
+def _seeds(seed: Seed, count: int) -> list[int]:
+    """One seed per utterance: an int applies to every item, a sequence gives each its own."""
+    if seed is None:
+        return [int(s) for s in np.random.SeedSequence().generate_state(count, np.uint32)]
+    if isinstance(seed, (int, np.integer)):
+        return [int(seed)] * count
+    seeds = [int(s) for s in seed]
+    if len(seeds) != count:
+        raise ValueError(f"got {len(seeds)} seeds for {count} utterances")
+    return seeds
+
+
+class Vocoder:
+    """DiffWave mel-to-waveform vocoder.
+
+    `model` is the Keras Functional model, called as `model([audio, step, mel])` (unconditional:
+    `model([audio, step])`). `metadata` carries provenance, e.g. what a conversion assumed.
+    """
+
+    def __init__(self, model: keras.Model, config: DiffWaveConfig, metadata: dict[str, Any] | None = None):
+        self.model = model
+        self.config = config
+        self.metadata = dict(metadata or {})
+        self._sampler = Sampler(model, config)
+
+    @classmethod
+    def from_config(cls, config: DiffWaveConfig = DiffWaveConfig(), seed: int | None = None) -> "Vocoder":
+        """A randomly initialised vocoder (for training from scratch and for tests)."""
+        if seed is not None:
+            keras.utils.set_random_seed(seed)
+        return cls(build_model(config), config)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    @property
+    def n_mels(self) -> int:
+        return self.config.n_mels
+
+    @property
+    def conditional(self) -> bool:
+        return not self.config.unconditional
+
+    @property
+    def mel_convention(self) -> MelConvention:
+        return self.config.mel_convention()
+
+    def vocode(self, mel: MelInput, steps: Steps = "fast", seed: Seed = None, layout: str = "tf",
+               adapter: str | Callable[..., Any] | None = None) -> np.ndarray | list[np.ndarray]:
+        """Waveform(s) float32 in [-1, 1] at `sample_rate`, hop_length samples per mel frame.
+
+        mel: one (frames, n_mels) mel -> 1-D audio; a (batch, frames, n_mels) array -> (batch,
+        samples); a list of mels of any lengths -> a list of 1-D arrays. `layout` 'torch' takes
+        (n_mels, frames) instead, 'auto' decides by the axis equal to n_mels. `steps`: 'fast'
+        (6 steps), 'full' (the training schedule) or a list of betas. `seed`: an int (used for every
+        utterance) or one per utterance; each utterance's audio depends only on its own seed.
+        `adapter`: a registered adapter name or an adapter object converting mels from another
+        acoustic model's convention to this vocoder's.
+        """
+        if not self.conditional:
+            raise ValueError("this vocoder is unconditional: it takes no mel; use generate()")
+        if adapter is not None:
+            mel, layout = self._adapt(mel, adapter, layout), "tf"
+        mels, single = as_mel_list(mel, self.n_mels, layout)
+        frames = np.array([m.shape[0] for m in mels])
+        batch = np.zeros((len(mels), frames.max(), self.n_mels), np.float32)
+        for i, m in enumerate(mels):
+            batch[i, :len(m)] = m
+        lengths = frames * self.hop_length
+        audio = self._sampler.sample(resolve_schedule(self.config, steps), lengths, mel=batch,
+                                     seeds=_seeds(seed, len(mels)))
+        if single:
+            return audio[0]
+        if isinstance(mel, (list, tuple)):
+            return [a[:n] for a, n in zip(audio, lengths)]
+        return audio
+
+    def generate(self, num_samples: int | None = None, batch_size: int = 1, steps: Steps = "fast",
+                 seed: Seed = None) -> np.ndarray:
+        """Unconditional samples, shape (batch_size, num_samples) (default length: config.audio_len)."""
+        if self.conditional:
+            raise ValueError("this vocoder is conditional: it needs a mel; use vocode()")
+        num_samples = self.config.audio_len if num_samples is None else int(num_samples)
+        if num_samples <= 0 or batch_size <= 0:
+            raise ValueError(f"num_samples and batch_size must be positive, got {num_samples}, {batch_size}")
+        return self._sampler.sample(resolve_schedule(self.config, steps), [num_samples] * batch_size,
+                                    seeds=_seeds(seed, batch_size))
+
+    def _adapt(self, mel: MelInput, adapter: str | Callable[..., Any], layout: str) -> Any:
+        if isinstance(adapter, str):
+            from .plugins import get_adapter
+
+            adapter = get_adapter(adapter, target=self.mel_convention)
+        return adapter(mel, layout=layout)
+
+    def info(self) -> dict[str, Any]:
+        """Sizes, parameter count, mel convention and schedules, for people and the `info` command."""
+        return {
+            "parameters": int(self.model.count_params()),
+            "config": self.config.to_dict(),
+            "receptive_field": self.config.receptive_field,
+            "metadata": self.metadata,
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the checkpoint directory atomically (a crash never leaves a half-written one)."""
+        metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+                    "package_version": __version__, **self.metadata}
+        with atomic_directory(path) as tmp:
+            (tmp / CONFIG_FILE).write_text(self.config.to_json() + "\n")
+            (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+            self.model.save_weights(tmp / WEIGHTS_FILE)
+        return Path(path)
+
+
+def load_vocoder(path: str | os.PathLike) -> Vocoder:
+    """Load a checkpoint directory written by `Vocoder.save` (or by conversion or training export)."""
+    root = Path(path)
+    if not root.exists():
+        raise ValueError(f"checkpoint not found: {root}")
+    if not root.is_dir() or not (root / CONFIG_FILE).is_file():
+        raise ValueError(f"not a diffwave-vocoder checkpoint: {root} (expected a directory with "
+                         f"{CONFIG_FILE} and {WEIGHTS_FILE}; convert PyTorch .pt files with "
+                         "`diffwave-vocoder convert`)")
+    try:
+        config = DiffWaveConfig.from_json((root / CONFIG_FILE).read_text())
+        metadata = json.loads((root / METADATA_FILE).read_text()) if (root / METADATA_FILE).exists() else {}
+    except (json.JSONDecodeError, TypeError, ValueError) as error:
+        raise ValueError(f"unreadable checkpoint config in {root}: {error}") from None
+    if metadata.get("format", FORMAT_NAME) != FORMAT_NAME or metadata.get("format_version", 1) > FORMAT_VERSION:
+        raise ValueError(f"{root} holds format {metadata.get('format')} v{metadata.get('format_version')}; "
+                         f"this version reads {FORMAT_NAME} up to v{FORMAT_VERSION}")
+    for key in ("format", "format_version", "package_version"):
+        metadata.pop(key, None)
+    model = build_model(config)
+    weights = root / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ValueError(f"checkpoint {root} has no {WEIGHTS_FILE}")
+    try:
+        model.load_weights(weights)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot load weights from {weights}: {error}") from None
+    return Vocoder(model, config, metadata)
