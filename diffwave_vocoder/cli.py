@@ -1,0 +1,176 @@
+"""`diffwave-vocoder` command line. Every failure is one line on stderr and a non-zero exit."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported
+
+
+class CLIError(Exception):
+    """An error whose message is the whole story for the user."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse would print usage on a second line
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _steps(value: str):
+    if value in ("fast", "full"):
+        return value
+    try:
+        return [float(b) for b in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'fast', 'full' or comma-separated betas, got {value!r}")
+
+
+def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--steps", type=_steps, default="fast",
+                        help="'fast' (6 steps, default), 'full' (training schedule) or comma-separated betas")
+    parser.add_argument("--seed", type=int, default=None, help="noise seed (same seed, same audio)")
+
+
+def cmd_vocode(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from .audio import save_audio
+    from .vocoder import load_vocoder
+
+    try:
+        mel = np.load(args.mel, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise CLIError(f"cannot read mel file {args.mel}: {error}") from None
+    vocoder = load_vocoder(args.model)
+    audio = vocoder.vocode(mel, steps=args.steps, seed=args.seed, layout=args.layout)
+    if audio.ndim != 1:
+        raise CLIError(f"{args.mel} holds a batch of {audio.shape[0]} mels; give one mel per file")
+    save_audio(args.output, audio, vocoder.sample_rate)
+    print(f"wrote {args.output} ({len(audio) / vocoder.sample_rate:.2f} s at {vocoder.sample_rate} Hz)")
+
+
+def cmd_resynth(args: argparse.Namespace) -> None:
+    from .audio import load_audio, save_audio
+    from .mel import compute_mel
+    from .vocoder import load_vocoder
+
+    vocoder = load_vocoder(args.model)
+    audio, rate = load_audio(args.input)
+    if rate != vocoder.sample_rate:
+        audio, rate = load_audio(args.input, vocoder.sample_rate, resample=True)
+        print(f"note: resampled {args.input} to {vocoder.sample_rate} Hz, the model's rate", file=sys.stderr)
+    mel = compute_mel(audio, vocoder.mel_convention, sample_rate=rate)
+    result = vocoder.vocode(mel, steps=args.steps, seed=args.seed)
+    save_audio(args.output, result, vocoder.sample_rate)
+    print(f"wrote {args.output} ({len(result) / vocoder.sample_rate:.2f} s at {vocoder.sample_rate} Hz)")
+
+
+def cmd_preprocess(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from .atomic import atomic_file
+    from .audio import load_audio
+    from .mel import compute_mel
+    from .params import DiffWaveConfig
+    from .vocoder import load_vocoder
+
+    convention = (load_vocoder(args.model).mel_convention if args.model
+                  else DiffWaveConfig().mel_convention())
+    root = Path(args.data_dir)
+    if not root.is_dir():
+        raise CLIError(f"not a directory: {root}")
+    wavs = sorted(root.rglob("*.wav"))
+    if not wavs:
+        raise CLIError(f"no .wav files under {root}")
+    failed = []
+    for wav in wavs:
+        try:
+            audio, rate = load_audio(wav, convention.sample_rate, resample=args.resample)
+            mel = compute_mel(audio, convention, sample_rate=rate)
+        except ValueError as error:
+            failed.append(wav)
+            print(f"warning: skipped {wav}: {error}", file=sys.stderr)
+            continue
+        # Same name and (n_mels, frames) layout as the reference's preprocess.py.
+        with atomic_file(f"{wav}.spec.npy", suffix=".npy") as tmp:
+            np.save(tmp, mel.T)
+    print(f"wrote {len(wavs) - len(failed)} mel files under {root}")
+    if failed:
+        raise CLIError(f"{len(failed)} of {len(wavs)} files could not be processed (see warnings above)")
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from .vocoder import load_vocoder
+
+    info = load_vocoder(args.model).info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return
+    config = info["config"]
+    kind = "unconditional" if config["unconditional"] else "conditional (mel)"
+    print(f"DiffWave, {kind}: {info['parameters']:,} parameters")
+    print(f"  residual_channels={config['residual_channels']} residual_layers={config['residual_layers']} "
+          f"dilation_cycle_length={config['dilation_cycle_length']} receptive_field=+-{info['receptive_field']} samples")
+    print(f"  mel: sample_rate={config['sample_rate']} n_fft={config['n_fft']} win_length={config['win_length']} "
+          f"hop_length={config['hop_length']} n_mels={config['n_mels']} fmin={config['fmin']} "
+          f"fmax={config['fmax'] or config['sample_rate'] / 2} scale={config['mel_scale']} "
+          f"norm={config['mel_norm']} compression={config['mel_compression']}")
+    print(f"  training schedule: {len(config['noise_schedule'])} steps, beta {config['noise_schedule'][0]:g}"
+          f"..{config['noise_schedule'][-1]:g}; fast schedule: {config['inference_noise_schedule']}")
+    for key, value in info["metadata"].items():
+        print(f"  {key}: {value if isinstance(value, str) else json.dumps(value)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="diffwave-vocoder", description="DiffWave vocoder for TensorFlow/Keras.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = commands.add_parser("vocode", help="mel .npy -> wav")
+    p.add_argument("mel", help="mel spectrogram .npy, (frames, n_mels) or the reference's (n_mels, frames)")
+    p.add_argument("--model", required=True, help="checkpoint directory")
+    p.add_argument("-o", "--output", required=True, help="output .wav")
+    p.add_argument("--layout", choices=["auto", "tf", "torch"], default="auto",
+                   help="mel layout: tf (frames, n_mels), torch (n_mels, frames), auto (decide by n_mels)")
+    _add_sampling_options(p)
+    p.set_defaults(func=cmd_vocode)
+
+    p = commands.add_parser("resynth", help="wav -> mel -> wav (analysis-synthesis)")
+    p.add_argument("input", help="input audio file")
+    p.add_argument("--model", required=True, help="checkpoint directory")
+    p.add_argument("-o", "--output", required=True, help="output .wav")
+    _add_sampling_options(p)
+    p.set_defaults(func=cmd_resynth)
+
+    p = commands.add_parser("preprocess", help="write X.wav.spec.npy mels next to every wav (reference layout)")
+    p.add_argument("data_dir", help="directory searched recursively for .wav files")
+    p.add_argument("--model", help="use this checkpoint's mel convention (default: the reference's)")
+    p.add_argument("--resample", action="store_true", help="resample files at another rate instead of failing")
+    p.set_defaults(func=cmd_preprocess)
+
+    p = commands.add_parser("info", help="sizes, parameter count and mel convention of a checkpoint")
+    p.add_argument("model", help="checkpoint directory")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - the CLI's contract: one line, no traceback
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
