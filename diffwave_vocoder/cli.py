@@ -11,6 +11,21 @@ from typing import Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported
 
 
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with native stderr muted: TF prints start-up notices (oneDNN, CUDA probing)
+    from C++ before its log level applies, and the CLI promises one line per error."""
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class CLIError(Exception):
     """An error whose message is the whole story for the user."""
 
@@ -161,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _import_tensorflow_quietly()
         args.func(args)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
