@@ -1,11 +1,37 @@
-"""DiffWave diffusion vocoder for TensorFlow/Keras 3, numerically identical to lmnt-com/diffwave."""
+"""DiffWave diffusion vocoder for TensorFlow/Keras 3, numerically identical to lmnt-com/diffwave.
+
+Public names are imported on first use, so `import diffwave_vocoder` (and the CLI's start-up, and
+plugin discovery) does not pay for importing TensorFlow until something needs it.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-from .mel import MelConvention, compute_mel, mel_spectrogram  # noqa: E402
-from .model import build_model  # noqa: E402
-from .params import DiffWaveConfig  # noqa: E402
-from .sampler import make_schedule, resolve_schedule  # noqa: E402
-from .vocoder import Vocoder, load_vocoder  # noqa: E402
+_EXPORTS = {
+    "DiffWaveConfig": "params",
+    "MelConvention": "mel",
+    "compute_mel": "mel",
+    "mel_spectrogram": "mel",
+    "build_model": "model",
+    "make_schedule": "sampler",
+    "resolve_schedule": "sampler",
+    "Vocoder": "vocoder",
+    "load_vocoder": "vocoder",
+}
 
-__all__ = ["DiffWaveConfig", "MelConvention", "Vocoder", "build_model", "compute_mel", "load_vocoder",
-           "make_schedule", "mel_spectrogram", "resolve_schedule"]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'diffwave_vocoder' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence, Union
 import keras
 import numpy as np
 
-from . import __version__
+from . import __version__  # noqa: F401 (defined before any submodule import)
 from .atomic import atomic_directory
 from .layout import as_mel_list
 from .mel import MelConvention
