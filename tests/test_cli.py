@@ -1,0 +1,97 @@
+"""The command line: real subprocesses, real files; errors are one line with no traceback."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+
+from diffwave_vocoder.audio import load_audio
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "diffwave_vocoder.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"})
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode != 0
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, small_vocoder):
+    path = tmp_path_factory.mktemp("cli") / "model"
+    small_vocoder.save(path)
+    return path
+
+
+def test_vocode_reference_layout_npy(tmp_path, checkpoint):
+    mel = np.random.default_rng(0).uniform(0, 1, (80, 9)).astype(np.float32)  # reference (n_mels, frames)
+    np.save(tmp_path / "x.wav.spec.npy", mel)
+    out = tmp_path / "out.wav"
+    result = run_cli("vocode", "--model", checkpoint, tmp_path / "x.wav.spec.npy", "-o", out, "--seed", 3)
+    assert result.returncode == 0, result.stderr
+    audio, rate = soundfile.read(out)
+    assert rate == 22050 and len(audio) == 9 * 256
+
+
+def test_resynth_resamples_and_says_so(tmp_path, checkpoint, speech_corpus):
+    wav = sorted((speech_corpus / "wavs").glob("*.wav"))[0]
+    audio, _ = load_audio(wav)
+    soundfile.write(tmp_path / "16k.wav", audio[::2][:8000], 11025)
+    out = tmp_path / "re.wav"
+    result = run_cli("resynth", "--model", checkpoint, tmp_path / "16k.wav", "-o", out, "--steps", "fast")
+    assert result.returncode == 0, result.stderr
+    assert "resampled" in result.stderr and "22050 Hz" in result.stderr
+    info = soundfile.info(out)
+    assert info.samplerate == 22050
+    assert abs(info.frames - 16000) <= 256
+
+
+def test_preprocess_writes_reference_named_mels_and_reports_bad_files(tmp_path, speech_corpus):
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    wavs = sorted((speech_corpus / "wavs").glob("*.wav"))[:2]
+    for i, wav in enumerate(wavs):
+        (data / "sub" / f"{i}.wav").write_bytes(wav.read_bytes())
+    (data / "broken.wav").write_bytes(b"RIFF not really a wav")
+    result = run_cli("preprocess", data)
+    assert result.returncode == 1
+    assert "broken.wav" in result.stderr
+    for i, wav in enumerate(wavs):
+        spec = np.load(data / "sub" / f"{i}.wav.spec.npy")
+        audio, _ = load_audio(wav)
+        assert spec.shape == (80, 1 + len(audio) // 256)
+    assert not (data / "broken.wav.spec.npy").exists()
+
+
+def test_info_shows_sizes_and_convention(checkpoint):
+    result = run_cli("info", checkpoint)
+    assert result.returncode == 0, result.stderr
+    assert "parameters" in result.stdout and "n_mels=80" in result.stdout and "compression=lmnt" in result.stdout
+
+
+def test_errors_are_one_line_and_leave_no_output(tmp_path, checkpoint):
+    out = tmp_path / "never.wav"
+    assert_one_line_error(run_cli("vocode", "--model", tmp_path / "nope", tmp_path / "m.npy", "-o", out),
+                          "m.npy")
+    np.save(tmp_path / "nan.npy", np.full((10, 80), np.nan, np.float32))
+    assert_one_line_error(run_cli("vocode", "--model", checkpoint, tmp_path / "nan.npy", "-o", out), "NaN")
+    np.save(tmp_path / "wrong.npy", np.zeros((10, 64), np.float32))
+    assert_one_line_error(run_cli("vocode", "--model", checkpoint, tmp_path / "wrong.npy", "-o", out), "n_mels")
+    np.save(tmp_path / "ok.npy", np.zeros((10, 80), np.float32))
+    assert_one_line_error(run_cli("vocode", "--model", tmp_path / "nope", tmp_path / "ok.npy", "-o", out),
+                          "checkpoint not found")
+    assert_one_line_error(run_cli("resynth", "--model", checkpoint, tmp_path / "missing.wav", "-o", out),
+                          "missing.wav")
+    assert_one_line_error(run_cli("vocode", "--model", checkpoint, tmp_path / "ok.npy", "-o", out, "--steps", "x"),
+                          "--steps")
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".never")]
