@@ -1,1 +1,10 @@
-"""Mel adapters: convert mels from other acoustic models to a checkpoint\x27s convention."""
+"""Mel adapters: convert mels from other acoustic models to a checkpoint's convention.
+
+`MelAdapter(source, target)` does the conversion; `conventions` holds the recipes of the
+toolkits a pipeline is likely to use. Both are registered by name through the package's
+`diffwave_vocoder` entry points (see `diffwave_vocoder.plugins.get_adapter`).
+"""
+from .conventions import CONVENTIONS, load_stats
+from .convert import MelAdapter
+
+__all__ = ["CONVENTIONS", "MelAdapter", "load_stats"]

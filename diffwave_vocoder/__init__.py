@@ -19,7 +19,12 @@ _EXPORTS = {
     "make_schedule": "sampler",
     "resolve_schedule": "sampler",
     "Vocoder": "vocoder",
-    "load_vocoder": "vocoder",
+    # The registry's load_vocoder takes a checkpoint path (as vocoder.load_vocoder) or a registered name.
+    "load_vocoder": "plugins",
+    "list_vocoders": "plugins",
+    "list_adapters": "plugins",
+    "get_adapter": "plugins",
+    "hookimpl": "hookspecs",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -145,8 +145,8 @@ class MelConvention:
         try:  # a wrong parameter name or a statistics vector of the wrong length fails here, not later
             compress(np.ones((1, self.n_mels)), self)
         except (TypeError, ValueError) as error:
-            raise ValueError(f"compression {self.compression!r} rejected parameters "
-                             f"{dict(self.compression_params)}: {error}") from error
+            shown = {k: f"<{len(v)} values>" if isinstance(v, tuple) else v for k, v in self.compression_params}
+            raise ValueError(f"compression {self.compression!r} rejected parameters {shown}: {error}") from error
         if self.win_length > self.n_fft:
             raise ValueError(f"win_length ({self.win_length}) must not exceed n_fft ({self.n_fft})")
         if not 0 <= self.fmin < self.f_max <= self.sample_rate / 2:

@@ -130,6 +130,9 @@ class Vocoder:
             from .plugins import get_adapter
 
             adapter = get_adapter(adapter, target=self.mel_convention)
+        elif getattr(adapter, "target", self.mel_convention) != self.mel_convention:
+            raise ValueError(f"adapter {adapter!r} converts to another mel convention than this vocoder's; "
+                             "build it with target=vocoder.mel_convention or pass its registered name")
         return adapter(mel, layout=layout)
 
     def info(self) -> dict[str, Any]:
