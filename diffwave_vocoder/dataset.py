@@ -1,0 +1,378 @@
+"""Training data: a directory of wavs (or an LJSpeech folder) -> deterministic tf.data crops.
+
+Every training example has a global index k (k = 0, 1, 2, ... over the whole run). The clip it
+comes from, where it is cropped, its diffusion step and its noise are all functions of (seed, k)
+alone: clip = a per-epoch permutation keyed by (seed, k // clips), crop and noise keyed by
+(seed, k). Nothing depends on how many examples were drawn before, so a resumed run, or a global
+batch split over replicas, sees exactly the examples an uninterrupted single-device run sees.
+
+Mels come from the `diffwave-vocoder preprocess` cache (`X.wav.spec.npy`, the reference's
+(n_mels, frames) layout) when present, else they are computed on the fly from the crop's own
+window of audio (the same frames the whole-file mel would have). Only the crop is read from disk.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import soundfile
+
+from .mel import MelConvention, compute_mel
+from .params import DiffWaveConfig
+
+log = logging.getLogger(__name__)
+
+SPEC_SUFFIX = ".spec.npy"
+# Domains that keep the independent random streams of one example apart.
+_EPOCH_ORDER, _CROP, _STEP, _NOISE, _EVAL = 1, 2, 3, 4, 5
+
+
+def find_wavs(root: str | os.PathLike) -> list[Path]:
+    """The wav files of a data set, sorted: an LJSpeech folder's listed clips or every wav below root.
+
+    LJSpeech layout: `metadata.csv` (`id|text|normalised text`) next to `wavs/`; clips listed in
+    metadata.csv but missing are reported and left out.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"data set not found: expected a directory of .wav files, got {root}")
+    metadata = root / "metadata.csv"
+    if metadata.is_file() and (root / "wavs").is_dir():
+        ids = [line.split("|", 1)[0].strip() for line in metadata.read_text(encoding="utf-8").splitlines()]
+        paths = [root / "wavs" / f"{clip_id}.wav" for clip_id in ids if clip_id]
+        missing = [p for p in paths if not p.is_file()]
+        for path in missing[:10]:
+            log.warning("listed in %s but missing: %s", metadata, path)
+        if missing:
+            log.warning("%d of %d clips listed in %s are missing", len(missing), len(paths), metadata)
+        wavs = sorted(p for p in paths if p.is_file())
+    else:
+        wavs = sorted(p for p in root.rglob("*.wav") if p.is_file())
+    if not wavs:
+        raise ValueError(f"no .wav files under {root}")
+    return wavs
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One usable audio file: its length and, when valid, its cached mel."""
+
+    path: Path
+    num_samples: int
+    mel_cache: Path | None = None
+
+
+def _cached_mel_path(path: Path, convention: MelConvention, frames: int, n_mels: int) -> Path | None:
+    """`X.wav.spec.npy` if it exists and has the (n_mels, frames) shape this clip needs."""
+    cache = Path(f"{path}{SPEC_SUFFIX}")
+    if not cache.is_file():
+        return None
+    try:
+        shape = np.load(cache, mmap_mode="r").shape
+    except (OSError, ValueError) as error:
+        log.warning("ignoring unreadable mel cache %s (%s); computing mels on the fly", cache, error)
+        return None
+    if shape != (n_mels, frames):
+        log.warning("ignoring mel cache %s: shape %s, expected (%d, %d) for this clip and mel convention; "
+                    "computing mels on the fly (rerun `diffwave-vocoder preprocess`)", cache, shape, n_mels, frames)
+        return None
+    return cache
+
+
+def crop_lengths(config: DiffWaveConfig, crop_frames: int, crop_samples: int | None) -> tuple[int, int]:
+    """(samples per example, shortest usable clip).
+
+    Conditional: crop_frames * hop samples; a clip needs crop_frames mel frames (the reference
+    drops shorter ones), i.e. (crop_frames - 1) * hop samples. Unconditional: crop_samples
+    (default: the config's audio_len, as the reference) and clips at least that long.
+    """
+    if crop_frames <= 0 or (crop_samples is not None and crop_samples <= 0):
+        raise ValueError(f"crop sizes must be positive, got crop_frames={crop_frames}, crop_samples={crop_samples}")
+    if not config.unconditional:
+        return crop_frames * config.hop_length, max(1, (crop_frames - 1) * config.hop_length)
+    samples = int(config.audio_len if crop_samples is None else crop_samples)
+    return samples, samples
+
+
+class ClipSet:
+    """The usable clips of a data set and how to cut training examples out of them.
+
+    conditional: examples are `crop_frames` mel frames and the matching crop_frames * hop samples
+    (the reference's 62 frames / 15,872 samples); unconditional: `crop_samples` samples of audio.
+    Clips shorter than one example are left out (counted in the log), unreadable files are reported
+    by name and left out, a sample rate other than the model's is an error.
+    """
+
+    def __init__(self, clips: Sequence[Clip], config: DiffWaveConfig, crop_frames: int = 62,
+                 crop_samples: int | None = None, seed: int = 0, name: str = "data"):
+        if not clips:
+            raise ValueError(f"{name}: no usable clips")
+        self.clips = tuple(clips)
+        self.config = config
+        self.convention = config.mel_convention()
+        self.conditional = not config.unconditional
+        self.crop_frames = int(crop_frames)
+        self.crop_samples, self.min_samples = crop_lengths(config, crop_frames, crop_samples)
+        self.seed = int(seed)
+        self.name = name
+        self._unreadable: set[Path] = set()
+        self._orders: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def scan(cls, data: str | os.PathLike | Sequence[str | os.PathLike], config: DiffWaveConfig,
+             crop_frames: int = 62, crop_samples: int | None = None, seed: int = 0,
+             use_mel_cache: bool = True, name: str = "data") -> "ClipSet":
+        """Index a data set (reads headers and cache shapes only, no audio)."""
+        roots = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+        paths = [wav for root in roots for wav in find_wavs(root)]
+        convention = config.mel_convention()
+        conditional = not config.unconditional
+        crop, min_samples = crop_lengths(config, crop_frames, crop_samples)
+        clips, short, unreadable, wrong_rate = [], 0, [], []
+        for path in paths:
+            try:
+                info = soundfile.info(str(path))
+            except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
+                unreadable.append(path)
+                log.warning("skipping unreadable audio file %s: %s", path, error)
+                continue
+            if info.samplerate != config.sample_rate:
+                wrong_rate.append((path, info.samplerate))
+                continue
+            if info.frames < min_samples:
+                short += 1
+                continue
+            frames = convention.frames_for(info.frames)
+            cache = _cached_mel_path(path, convention, frames, config.n_mels) if (
+                use_mel_cache and conditional) else None
+            clips.append(Clip(path, int(info.frames), cache))
+        if wrong_rate:
+            path, rate = wrong_rate[0]
+            raise ValueError(
+                f"{len(wrong_rate)} of {len(paths)} files in {name} are not at the model's {config.sample_rate} Hz "
+                f"(first: {path} at {rate} Hz); resample the data set (e.g. `sox in.wav -r {config.sample_rate} "
+                f"out.wav`) or train a model for {rate} Hz (sample_rate in --config)")
+        unit = f"{crop_frames} mel frames" if conditional else f"{crop} samples"
+        if short:
+            log.info("%s: skipped %d of %d clips shorter than one crop (%s)", name, short, len(paths), unit)
+        if unreadable:
+            log.warning("%s: skipped %d unreadable file(s)", name, len(unreadable))
+        if not clips:
+            raise ValueError(f"{name}: none of the {len(paths)} files is usable: {short} shorter than one crop "
+                             f"({unit}), {len(unreadable)} unreadable")
+        cached = sum(c.mel_cache is not None for c in clips)
+        if conditional:
+            log.info("%s: %d clips, mels: %d cached, %d computed on the fly", name, len(clips), cached,
+                     len(clips) - cached)
+        return cls(clips, config, crop_frames, crop_samples, seed, name)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def fingerprint(self) -> str:
+        """Identifies the clip list (names and lengths), to notice a data set changed under a run."""
+        digest = hashlib.sha256()
+        for clip in self.clips:
+            digest.update(f"{clip.path.name}:{clip.num_samples};".encode())
+        return digest.hexdigest()[:16]
+
+    def split(self, fraction: float) -> tuple["ClipSet", "ClipSet | None"]:
+        """(train, validation): a clip goes to validation by a hash of its file name, so the split
+        is stable when files are added or the directory moves."""
+        if not 0.0 <= fraction < 1.0:
+            raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
+        held = [int(hashlib.sha256(c.path.name.encode()).hexdigest(), 16) % 1_000_000 < fraction * 1_000_000
+                for c in self.clips]
+        train = [c for c, h in zip(self.clips, held) if not h]
+        val = [c for c, h in zip(self.clips, held) if h]
+        if not train:
+            raise ValueError(f"validation fraction {fraction} leaves no training clips out of {len(self.clips)}")
+        return (self._with(train, self.name),
+                self._with(val, f"{self.name} (validation)") if val else None)
+
+    def _with(self, clips: Sequence[Clip], name: str) -> "ClipSet":
+        return ClipSet(clips, self.config, self.crop_frames, self.crop_samples, self.seed, name)
+
+    # -- examples -------------------------------------------------------------------------------
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        """The clip order of one epoch (cached: consecutive examples share it)."""
+        with self._lock:
+            order = self._orders.get(epoch)
+            if order is None:
+                order = np.random.default_rng([self.seed, _EPOCH_ORDER, epoch]).permutation(len(self.clips))
+                self._orders = {e: o for e, o in self._orders.items() if e >= epoch - 1}
+                self._orders[epoch] = order
+            return order
+
+    def clip_index(self, k: int) -> int:
+        """Which clip training example k comes from: each epoch visits every clip once."""
+        n = len(self.clips)
+        return int(self._epoch_order(k // n)[k % n])
+
+    def _crop_start(self, clip: Clip, key: Sequence[int]) -> int:
+        """Uniform crop position: a start frame (conditional) or sample (unconditional)."""
+        rng = np.random.default_rng([self.seed, *key])
+        if self.conditional:
+            frames = self.convention.frames_for(clip.num_samples)
+            return int(rng.integers(0, max(frames - self.crop_frames, 0) + 1))
+        return int(rng.integers(0, clip.num_samples - self.crop_samples + 1))
+
+    def example(self, k: int, evaluation: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """(audio (crop_samples,), mel (crop_frames, n_mels) or None) of example k.
+
+        Training: k is the global example index. Evaluation: k is the clip index and the crop is a
+        fixed one, so validation loss is comparable between evaluations. An unreadable clip is
+        reported once and replaced by the next readable clip of the same order.
+        """
+        n = len(self.clips)
+        if evaluation:
+            order, position, key = None, k % n, (_EVAL, k)
+        else:
+            order, position, key = self._epoch_order(k // n), k % n, (_CROP, k)
+        for attempt in range(n):
+            index = (position + attempt) % n
+            clip = self.clips[index if order is None else int(order[index])]
+            if clip.path in self._unreadable:
+                continue
+            try:
+                return self._crop(clip, self._crop_start(clip, key))
+            except (soundfile.LibsndfileError, RuntimeError, OSError, ValueError) as error:
+                with self._lock:
+                    self._unreadable.add(clip.path)
+                log.warning("skipping unreadable clip %s from now on: %s", clip.path, error)
+        raise ValueError(f"{self.name}: no clip is readable any more")
+
+    def _crop(self, clip: Clip, start: int) -> tuple[np.ndarray, np.ndarray | None]:
+        if not self.conditional:
+            return _read(clip.path, start, start + self.crop_samples), None
+        hop, frames = self.config.hop_length, self.crop_frames
+        audio = np.zeros(self.crop_samples, np.float32)
+        piece = _read(clip.path, start * hop, min((start + frames) * hop, clip.num_samples))
+        audio[:len(piece)] = piece  # the reference zero-pads the last frame's partial hop
+        if clip.mel_cache is not None:
+            mel = np.array(np.load(clip.mel_cache, mmap_mode="r")[:, start:start + frames].T, np.float32)
+            if not np.all(np.isfinite(mel)):
+                raise ValueError(f"mel cache {clip.mel_cache} holds NaN or Inf")
+        else:
+            mel = mel_window(clip.path, clip.num_samples, start, frames, self.convention)
+        return audio, mel
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """A whole clip: audio and (conditional) its mel (frames, n_mels), for vocoding samples."""
+        clip = self.clips[index]
+        audio = _read(clip.path, 0, clip.num_samples)
+        if not self.conditional:
+            return audio, None
+        if clip.mel_cache is not None:
+            return audio, np.load(clip.mel_cache).T.astype(np.float32)
+        return audio, compute_mel(audio, self.convention)
+
+
+def _read(path: Path, start: int, stop: int) -> np.ndarray:
+    """Samples [start, stop) of the first channel, float32 clipped to [-1, 1] (as load_audio)."""
+    data, _ = soundfile.read(str(path), start=start, stop=stop, dtype="float32", always_2d=True)
+    if len(data) != stop - start:
+        raise ValueError(f"{path} is truncated: read {len(data)} of {stop - start} samples at {start}")
+    return np.clip(data[:, 0], -1.0, 1.0)
+
+
+def mel_window(path: Path, num_samples: int, start: int, frames: int, convention: MelConvention) -> np.ndarray:
+    """Mel frames [start, start + frames) of a file, reading only the audio they see.
+
+    A centred STFT frame j covers samples [j * hop - n_fft // 2, j * hop - n_fft // 2 + n_fft) of the
+    file reflect-padded by n_fft // 2; indices are reflected the same way here, so the result equals
+    the whole-file mel's rows (up to float rounding).
+    """
+    if not convention.center or convention.pad or convention.pad_mode != "reflect":
+        raise ValueError("on-the-fly crop mels need a centred, reflect-padded convention; run preprocess")
+    half = convention.n_fft // 2
+    first = start * convention.hop_length - half
+    indices = np.arange(first, first + (frames - 1) * convention.hop_length + convention.n_fft)
+    indices = np.abs(indices)
+    indices = np.where(indices >= num_samples, 2 * (num_samples - 1) - indices, indices)
+    indices = np.clip(indices, 0, num_samples - 1)  # only matters for clips shorter than half a window
+    lo, hi = int(indices.min()), int(indices.max()) + 1
+    window = _read(path, lo, hi)[indices - lo]
+    return compute_mel(window, convention.replace(center=False))[:frames]
+
+
+def example_indices(first_example: int, global_batch: int, replica_batch: int, replica_offset: int,
+                    local_replicas: int) -> "tf.data.Dataset":  # noqa: F821 (tf imported lazily)
+    """Global example indices in the order one input pipeline must deliver them.
+
+    A pipeline feeding `local_replicas` replicas (global replica ids replica_offset, ...) hands out
+    per-replica batches round robin: step t, replica r gets examples
+    first_example + t * global_batch + r * replica_batch + [0, replica_batch).
+    """
+    import tensorflow as tf
+
+    per_step = local_replicas * replica_batch
+
+    def to_example(n):
+        step, within = n // per_step, n % per_step
+        replica = replica_offset + within // replica_batch
+        return first_example + step * global_batch + replica * replica_batch + within % replica_batch
+
+    return tf.data.Dataset.range(2 ** 62).map(to_example)
+
+
+def make_dataset(clips: ClipSet, indices: "tf.data.Dataset", batch_size: int, max_steps: int,  # noqa: F821
+                 evaluation: bool = False, drop_remainder: bool = True) -> "tf.data.Dataset":  # noqa: F821
+    """Batches of {audio, mel (conditional), step, noise} for the example indices given.
+
+    The diffusion step (uniform integer in [0, max_steps), the reference's randint) and the
+    Gaussian noise of an example are drawn from stateless Philox streams keyed by (seed, k).
+    """
+    import tensorflow as tf
+
+    conditional = clips.conditional
+    length, frames, n_mels = clips.crop_samples, clips.crop_frames, clips.config.n_mels
+    domain = _EVAL if evaluation else 0
+
+    def load(k):
+        audio, mel = clips.example(int(k), evaluation)
+        return (audio, mel) if conditional else audio
+
+    def to_example(k):
+        out = tf.numpy_function(load, [k], [tf.float32, tf.float32] if conditional else tf.float32,
+                                stateful=False)
+        seed = tf.stack([tf.constant(clips.seed, tf.int64), tf.cast(k, tf.int64)])
+        example = {
+            "audio": tf.ensure_shape(out[0] if conditional else out, [length]),
+            "step": tf.random.stateless_uniform(
+                [], tf.random.experimental.stateless_fold_in(seed, _STEP + 16 * domain),
+                minval=0, maxval=max_steps, dtype=tf.int32),
+            "noise": tf.random.stateless_normal(
+                [length], tf.random.experimental.stateless_fold_in(seed, _NOISE + 16 * domain)),
+        }
+        if conditional:
+            example["mel"] = tf.ensure_shape(out[1], [frames, n_mels])
+        return example
+
+    options = tf.data.Options()
+    options.deterministic = True
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return (indices.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
+            .batch(batch_size, drop_remainder=drop_remainder)
+            .prefetch(tf.data.AUTOTUNE)
+            .with_options(options))
+
+
+def evaluation_dataset(clips: ClipSet, batch_size: int, max_steps: int) -> "tf.data.Dataset":  # noqa: F821
+    """One fixed crop, step and noise per validation clip, in clip order."""
+    import tensorflow as tf
+
+    return make_dataset(clips, tf.data.Dataset.range(len(clips)), batch_size, max_steps,
+                        evaluation=True, drop_remainder=False)
+
+
+__all__ = ["Clip", "ClipSet", "find_wavs", "mel_window", "example_indices", "make_dataset",
+           "evaluation_dataset"]
