@@ -19,6 +19,7 @@ _EXPORTS = {
     "make_schedule": "sampler",
     "resolve_schedule": "sampler",
     "Vocoder": "vocoder",
+    "convert_lmnt_checkpoint": "convert",
     # The registry's load_vocoder takes a checkpoint path (as vocoder.load_vocoder) or a registered name.
     "load_vocoder": "plugins",
     "list_vocoders": "plugins",

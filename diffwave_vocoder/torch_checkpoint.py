@@ -273,18 +273,17 @@ def _load_legacy(data: bytes, source: str) -> Any:
     def header_pickle(what: str) -> Any:
         try:
             return _RestrictedUnpickler(stream, source, None).load()
-        except UnsafeCheckpointError:
-            raise
-        except Exception as err:  # any parse failure means: not a legacy torch file
-            raise CheckpointFormatError(
-                f"{source} is neither a torch zip checkpoint nor a legacy torch.save file "
-                f"(could not read its {what}: {type(err).__name__}: {err})") from None
+        except CheckpointFormatError:
+            raise CheckpointFormatError(f"{source}: unreadable {what} in a legacy torch.save file") from None
 
-    magic = header_pickle("magic number")
+    not_torch = (f"{source} is not a torch checkpoint: neither a zip archive nor a legacy torch.save "
+                 f"file (which starts with the pickled magic number {_LEGACY_MAGIC:#x})")
+    try:
+        magic = _RestrictedUnpickler(stream, source, None).load()
+    except CheckpointFormatError:
+        raise CheckpointFormatError(not_torch) from None
     if magic != _LEGACY_MAGIC:
-        raise CheckpointFormatError(
-            f"{source} is not a torch checkpoint: expected a zip archive or the legacy magic number "
-            f"{_LEGACY_MAGIC:#x}, found {magic!r}")
+        raise CheckpointFormatError(not_torch)
     protocol = header_pickle("protocol version")
     if protocol != _LEGACY_PROTOCOL:
         raise CheckpointFormatError(f"{source}: legacy protocol {protocol!r}, expected {_LEGACY_PROTOCOL}")

@@ -11,7 +11,21 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Run the reference on one thread (autouse in modules that import this fixture).
+
+    It shares the process with TensorFlow on a small, shared CI machine, where torch's spinning
+    intra-op pool makes a default-size forward pass over 10x slower than on one thread.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def reference_params(**overrides: Any):

@@ -18,8 +18,8 @@ import torch
 
 from diffwave_vocoder.torch_checkpoint import (CheckpointFormatError, UnsafeCheckpointError,
                                                load_torch_checkpoint)
-from lmnt_reference import (learner_state_dict, reference_params, save_like_learner,
-                            trained_reference)
+from lmnt_reference import (learner_state_dict, one_torch_thread, reference_params,  # noqa: F401
+                            save_like_learner, trained_reference)
 
 FORMATS = pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
 
