@@ -140,6 +140,27 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(f"  {key}: {value if isinstance(value, str) else json.dumps(value)}")
 
 
+def _betas(value: str) -> list[float]:
+    try:
+        return [float(b) for b in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated betas, got {value!r}")
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    from .convert import convert_lmnt_checkpoint
+
+    overrides = {name: getattr(args, name) for name in (
+        "dilation_cycle_length", "sample_rate", "noise_schedule", "inference_noise_schedule", "audio_len")
+        if getattr(args, name) is not None}
+    vocoder = convert_lmnt_checkpoint(args.checkpoint, args.output, **overrides)
+    kind = "conditional" if vocoder.conditional else "unconditional"
+    print(f"wrote {args.output} ({kind} DiffWave, {vocoder.model.count_params():,} parameters)")
+    for key in ("hyperparameters", "assumed_reference_defaults", "overrides"):
+        value = vocoder.metadata[key]
+        if value:
+            print(f"  {key}: {value if isinstance(value, str) else json.dumps(value)}")
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="diffwave-vocoder", description="DiffWave vocoder for TensorFlow/Keras.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -170,6 +191,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="checkpoint directory")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
+
+    p = commands.add_parser("convert", help="lmnt-com/diffwave PyTorch checkpoint -> checkpoint directory "
+                                            "(no torch needed; nothing in the file is executed)")
+    p.add_argument("checkpoint", help="the reference's .pt file, weights.pt link or model directory")
+    p.add_argument("-o", "--output", required=True, help="checkpoint directory to write")
+    p.add_argument("--dilation-cycle-length", type=int, help="if the checkpoint has no params (default 10)")
+    p.add_argument("--sample-rate", type=int, help="if the checkpoint has no params (default 22050)")
+    p.add_argument("--noise-schedule", type=_betas, help="training betas, comma-separated (default: the reference's)")
+    p.add_argument("--inference-noise-schedule", type=_betas, help="fast-sampling betas, comma-separated")
+    p.add_argument("--audio-len", type=int, help="unconditional models: samples to generate")
+    p.set_defaults(func=cmd_convert)
     return parser
 
 
