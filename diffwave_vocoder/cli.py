@@ -161,6 +161,48 @@ def cmd_convert(args: argparse.Namespace) -> None:
         if value:
             print(f"  {key}: {value if isinstance(value, str) else json.dumps(value)}")
 
+
+def _train_overrides(args: argparse.Namespace) -> dict:
+    names = ("max_steps", "batch_size", "learning_rate", "loss", "max_grad_norm", "crop_frames", "crop_samples",
+             "seed", "checkpoint_every", "keep_last", "keep_every", "log_every", "val_every", "val_fraction",
+             "mixed_precision")
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    import logging
+
+    from .learner import Trainer, TrainingSettings, load_config_file, stored_run
+
+    config, settings = None, {}
+    if args.config:
+        config, settings = load_config_file(args.config)
+    # Precedence: flags, then --config, then the run's own training.json, then the defaults.
+    base = stored_run(args.model_dir)[1] or TrainingSettings()
+    settings = base.replace(**{**settings, **_train_overrides(args)})
+    package_log = logging.getLogger("diffwave_vocoder")
+    if not package_log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        package_log.addHandler(handler)
+    package_log.setLevel(logging.INFO)
+    package_log.propagate = False  # TensorFlow's absl may have configured the root logger too
+    result = Trainer(args.model_dir, args.data, args.val, config, settings, args.strategy).fit()
+    if not result.finished:
+        print(f"stopped at step {result.step} with checkpoint {result.checkpoint}; run the same command to resume",
+              file=sys.stderr)
+        raise KeyboardInterrupt
+    print(f"trained to step {result.step}; vocoder checkpoint: {result.exported}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .learner import load_for_export
+
+    vocoder = load_for_export(args.source)
+    vocoder.save(args.output)
+    print(f"wrote {args.output} (vocoder checkpoint, step {vocoder.metadata.get('training_step', '?')})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="diffwave-vocoder", description="DiffWave vocoder for TensorFlow/Keras.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -202,6 +244,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inference-noise-schedule", type=_betas, help="fast-sampling betas, comma-separated")
     p.add_argument("--audio-len", type=int, help="unconditional models: samples to generate")
     p.set_defaults(func=cmd_convert)
+
+    p = commands.add_parser("train", help="train (or resume) a vocoder; a killed run resumes from its last checkpoint")
+    p.add_argument("model_dir", help="run directory: checkpoints/, logs/ (TensorBoard), vocoder/ (the result)")
+    p.add_argument("data", nargs="+", help="directory of .wav files (searched recursively) or LJSpeech folder")
+    p.add_argument("--val", action="append", help="validation data directory (default: a held-out fraction)")
+    p.add_argument("--config", help="JSON: a model config, or {\"model\": {...}, \"training\": {...}}")
+    p.add_argument("--strategy", choices=["default", "mirrored", "multi-worker"], default="default",
+                   help="tf.distribute: one device, all local GPUs, or the machines in TF_CONFIG")
+    p.add_argument("--max-steps", type=int, help="global step to train to (default 1,000,000)")
+    p.add_argument("--batch-size", type=int, help="global batch, split across replicas (default 16)")
+    p.add_argument("--learning-rate", type=float, help="Adam learning rate (default 2e-4)")
+    p.add_argument("--loss", choices=["l1", "l2"], help="l1 (the reference's, default) or l2 (the paper's)")
+    p.add_argument("--max-grad-norm", type=float, help="clip gradients to this global norm (default: no clipping)")
+    p.add_argument("--crop-frames", type=int, help="mel frames per training example (default 62)")
+    p.add_argument("--crop-samples", type=int, help="unconditional models: samples per example (default audio_len)")
+    p.add_argument("--seed", type=int, help="initial weights, data order, crops and noise (default 0)")
+    p.add_argument("--mixed-precision", choices=["float16", "bfloat16"], help="float16 uses loss scaling")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 1000)")
+    p.add_argument("--keep-last", type=int, help="checkpoints kept (default 3)")
+    p.add_argument("--keep-every", type=int, help="also keep checkpoints at multiples of this step (default 100000)")
+    p.add_argument("--log-every", type=int, help="steps between TensorBoard training scalars (default 50)")
+    p.add_argument("--val-every", type=int, help="steps between validations (default: once per epoch)")
+    p.add_argument("--val-fraction", type=float, help="held-out share of DATA when no --val is given (default 0.02)")
+    p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser("export", help="training run or checkpoint -> vocoder checkpoint for inference")
+    p.add_argument("source", help="training run directory (its newest checkpoint), one of its checkpoints/step-*, "
+                                  "or a vocoder checkpoint")
+    p.add_argument("output", help="directory to write")
+    p.add_argument("--format", choices=["checkpoint"], default="checkpoint",
+                   help="checkpoint: the directory `vocode`, `info` and load_vocoder read")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -1,0 +1,611 @@
+"""Training DiffWave: the reference learner's objective with resumable, distributable bookkeeping.
+
+The objective is lmnt-com/diffwave's learner.py: a step t uniform in [0, T), noisy audio
+sqrt(a_t) x0 + sqrt(1 - a_t) eps with a_t = cumprod(1 - beta)[t] in float32, and the L1 distance
+between eps and the predicted noise (L2 optional), Adam 2e-4 with torch's epsilon 1e-8.
+
+What the reference (and the earlier TF port) lacked is around it: every random choice is a
+function of the global example index (dataset.py), checkpoints are atomic and carry the data
+position (training_checkpoints.py), so a run killed at any moment resumes from its last checkpoint
+and ends with the weights an uninterrupted run would have; one progress line covers the whole run;
+any checkpoint exports to the inference format `Vocoder.save` writes.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence, TextIO
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .atomic import atomic_file
+from .dataset import ClipSet, evaluation_dataset, example_indices, make_dataset
+from .distribute import is_chief, make_strategy
+from .mel import compute_mel
+from .model import build_model
+from .params import DiffWaveConfig
+from .tensorboard_log import SummaryLog
+from .training_checkpoints import (CheckpointStore, VARIABLES_PREFIX, is_training_checkpoint, read_state)
+from .vocoder import CONFIG_FILE, Vocoder, load_vocoder
+
+log = logging.getLogger(__name__)
+
+SETTINGS_FILE = "training.json"
+CHECKPOINTS_DIR = "checkpoints"
+EXPORT_DIR = "vocoder"
+LOGS_DIR = "logs"
+ADAM_EPSILON = 1e-8  # torch.optim.Adam's default (Keras' is 1e-7)
+MAX_NONFINITE_STEPS = 10
+MIXED_PRECISION = {None: "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+# Settings that change which examples, noise or updates a step sees: changing them on resume is
+# allowed, but the run is then no longer identical to an uninterrupted one.
+_TRAJECTORY_FIELDS = ("batch_size", "learning_rate", "loss", "max_grad_norm", "crop_frames", "crop_samples",
+                      "seed", "mixed_precision", "val_fraction")
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """How to train; stored as training.json in the run directory. Defaults follow the reference."""
+
+    max_steps: int = 1_000_000
+    batch_size: int = 16  # global: split across replicas
+    learning_rate: float = 2e-4
+    loss: str = "l1"  # the reference's; "l2" is the paper's
+    max_grad_norm: float | None = None  # None: no clipping (the reference's default)
+    crop_frames: int = 62  # conditional: 62 frames = 15,872 samples at hop 256
+    crop_samples: int | None = None  # unconditional: None = the config's audio_len
+    seed: int = 0  # initial weights, data order, crops, steps and noise
+    checkpoint_every: int = 1000
+    keep_last: int = 3
+    keep_every: int = 100_000  # also keep every checkpoint whose step is a multiple; 0: none
+    log_every: int = 50
+    val_every: int | None = None  # None: once per epoch
+    val_fraction: float = 0.02  # held-out share when no separate validation set is given
+    val_vocode_clips: int = 2
+    val_vocode_seconds: float = 4.0
+    mixed_precision: str | None = None  # "float16" (with loss scaling) or "bfloat16"
+
+    def __post_init__(self) -> None:
+        positive = ("max_steps", "batch_size", "crop_frames", "checkpoint_every", "keep_last", "log_every")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("crop_samples", "val_every"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise ValueError(f"{name} must be a positive integer or null, got {value!r}")
+        if not isinstance(self.keep_every, int) or self.keep_every < 0:
+            raise ValueError(f"keep_every must be an integer >= 0, got {self.keep_every!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
+        if self.loss not in ("l1", "l2"):
+            raise ValueError(f"loss must be 'l1' or 'l2', got {self.loss!r}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be positive or null, got {self.max_grad_norm!r}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be null, 'float16' or 'bfloat16', got {self.mixed_precision!r}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        if self.val_vocode_clips < 0 or not self.val_vocode_seconds > 0:
+            raise ValueError("val_vocode_clips must be >= 0 and val_vocode_seconds > 0, got "
+                             f"{self.val_vocode_clips!r} and {self.val_vocode_seconds!r}")
+
+    def replace(self, **changes: Any) -> "TrainingSettings":
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainingSettings":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training setting(s) {unknown}; expected a subset of {sorted(known)}")
+        return cls(**data)
+
+
+def load_config_file(path: str | os.PathLike) -> tuple[DiffWaveConfig | None, dict[str, Any]]:
+    """A --config JSON: a model config (the fields of DiffWaveConfig, as in a checkpoint's
+    config.json), or {"model": {...}, "training": {...}} with either part optional.
+    Returns the model config (None if absent) and the training settings it overrides."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read config {path}: {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"config {path} must hold a JSON object, got {type(data).__name__}")
+    if set(data) <= {"model", "training"}:
+        model, training = data.get("model"), data.get("training", {})
+    else:
+        model, training = data, {}
+    config = None if model is None else DiffWaveConfig.from_dict(model)
+    TrainingSettings.from_dict(training)  # validates names and values now
+    return config, dict(training)
+
+
+def stored_run(model_dir: str | os.PathLike) -> tuple[DiffWaveConfig | None, TrainingSettings | None]:
+    """The model config and settings a run directory was started with (None where absent)."""
+    root = Path(model_dir)
+    config = settings = None
+    if (root / CONFIG_FILE).is_file():
+        config = DiffWaveConfig.from_json((root / CONFIG_FILE).read_text())
+    if (root / SETTINGS_FILE).is_file():
+        settings = TrainingSettings.from_dict(json.loads((root / SETTINGS_FILE).read_text()))
+    return config, settings
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Build Keras layers under a dtype policy without leaving it set globally."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def noise_levels(config: DiffWaveConfig) -> np.ndarray:
+    """cumprod(1 - beta) as the reference computes it: float64 product, then float32."""
+    return np.cumprod(1.0 - np.asarray(config.noise_schedule, np.float64)).astype(np.float32)
+
+
+def diffusion_loss(model: keras.Model, batch: dict[str, tf.Tensor], levels: tf.Tensor, loss: str,
+                   training: bool) -> tf.Tensor:
+    """Per-example loss (B,): mean |eps - model(noisy, t, mel)| (or squared) over the samples."""
+    audio, noise, step = batch["audio"], batch["noise"], batch["step"]
+    level = tf.gather(levels, step)[:, None]
+    noisy = tf.sqrt(level) * audio + tf.sqrt(1.0 - level) * noise
+    inputs = [noisy, tf.cast(step, tf.float32)] + ([batch["mel"]] if "mel" in batch else [])
+    error = noise - tf.cast(model(inputs, training=training), tf.float32)
+    return tf.reduce_mean(tf.abs(error) if loss == "l1" else tf.square(error), axis=1)
+
+
+class Progress:
+    """One status line for the whole run: global step of max steps, loss, steps/s, ETA.
+
+    On a terminal it is redrawn in place; otherwise a line is printed every `interval` seconds.
+    """
+
+    def __init__(self, max_steps: int, first_step: int, stream: TextIO | None = None, interval: float = 30.0,
+                 enabled: bool = True):
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.max_steps = max_steps
+        self.interval = 0.25 if self.tty else interval
+        self.start_step = first_step
+        self.start_time: float | None = None
+        self.last_draw = 0.0
+        self.drawn = False
+
+    def update(self, step: int, loss: float, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.enabled:
+            return
+        if self.start_time is None:  # time from the first finished step: excludes graph building
+            self.start_time, self.start_step = now, step
+            return
+        if not force and now - self.last_draw < self.interval:
+            return
+        self.last_draw = now
+        rate = (step - self.start_step) / max(now - self.start_time, 1e-9)
+        eta = (self.max_steps - step) / rate if rate > 0 else float("inf")
+        text = (f"step {step}/{self.max_steps} ({100.0 * step / self.max_steps:.1f}%)  loss {loss:.4f}  "
+                f"{rate:.2f} steps/s  ETA {_duration(eta)}")
+        if self.tty:
+            self.stream.write(f"\r{text}\x1b[K")
+            self.drawn = True
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def clear(self) -> None:
+        """Make room for a log message below the status line."""
+        if self.tty and self.drawn:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.drawn = False
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    text = f"{rest // 3600}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    return f"{days}d {text}" if days else text
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    step: int
+    finished: bool  # False: stopped early by a signal (a checkpoint was saved)
+    checkpoint: Path | None
+    exported: Path | None
+    last_loss: float | None
+    validation_loss: float | None
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM -> stop at the next step boundary with a checkpoint; a second one aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    """Trains one run directory; constructing it on an existing run resumes that run.
+
+    data / val: a directory of wavs or an LJSpeech folder (or several). Without `val`, a held-out
+    `settings.val_fraction` of `data` validates. `config` (model) and `settings` default to what the
+    run was started with, else to the reference's. `strategy`: 'default', 'mirrored',
+    'multi-worker' or a tf.distribute.Strategy.
+    """
+
+    def __init__(self, model_dir: str | os.PathLike, data: str | os.PathLike | Sequence[str | os.PathLike],
+                 val: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+                 config: DiffWaveConfig | None = None, settings: TrainingSettings | None = None,
+                 strategy: str | tf.distribute.Strategy | None = None, progress_stream: TextIO | None = None):
+        self.model_dir = Path(model_dir)
+        if self.model_dir.exists() and not self.model_dir.is_dir():
+            raise ValueError(f"model directory {self.model_dir} is a file")
+        self.config, self.settings = self._resolve_run(config, settings)
+        self.strategy = make_strategy(strategy)
+        self.chief = is_chief(self.strategy)
+        replicas = self.strategy.num_replicas_in_sync
+        if self.settings.batch_size % replicas:
+            raise ValueError(f"batch size {self.settings.batch_size} does not split evenly over {replicas} replicas")
+        self.store = CheckpointStore(self.model_dir / CHECKPOINTS_DIR)
+        self.progress_stream = progress_stream
+
+        s = self.settings
+        scan = dict(config=self.config, crop_frames=s.crop_frames, crop_samples=s.crop_samples, seed=s.seed)
+        self.train_clips = ClipSet.scan(data, name="training data", **scan)
+        self.val_clips: ClipSet | None = None
+        if val is not None:
+            self.val_clips = ClipSet.scan(val, name="validation data", **scan)
+        elif s.val_fraction > 0:
+            self.train_clips, self.val_clips = self.train_clips.split(s.val_fraction)
+        log.info("training on %d clips, validating on %d", len(self.train_clips),
+                 0 if self.val_clips is None else len(self.val_clips))
+
+        if self.store.latest() is None:
+            keras.utils.set_random_seed(s.seed)  # the same seed gives the same initial weights
+        with self.strategy.scope(), dtype_policy(MIXED_PRECISION[s.mixed_precision]):
+            self.model = build_model(self.config)
+            optimizer = keras.optimizers.Adam(s.learning_rate, epsilon=ADAM_EPSILON)
+            if s.mixed_precision == "float16":
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            optimizer.build(self.model.trainable_variables)
+            self.optimizer = optimizer
+        # A float32, single-device twin for validation, sample vocoding and export.
+        with dtype_policy("float32"):
+            self.vocoder = Vocoder(build_model(self.config), self.config)
+        self._levels = tf.constant(noise_levels(self.config))
+        self._references_logged = False  # ground-truth clips go to TensorBoard once per process
+        self.train_step = self._make_train_step()
+        self._eval_step = tf.function(lambda batch: diffusion_loss(
+            self.vocoder.model, batch, self._levels, s.loss, training=False))
+
+    # -- run directory ----------------------------------------------------------------------------
+
+    def _resolve_run(self, config: DiffWaveConfig | None, settings: TrainingSettings | None,
+                     ) -> tuple[DiffWaveConfig, TrainingSettings]:
+        stored_config, stored_settings = stored_run(self.model_dir)
+        if stored_config is not None and config is not None and config != stored_config:
+            changed = [k for k, v in config.to_dict().items() if stored_config.to_dict()[k] != v]
+            raise ValueError(f"{self.model_dir} holds a run of a different model (fields {changed} differ from "
+                             f"its config.json); train it with its own config or use a new model directory")
+        config = config or stored_config or DiffWaveConfig()
+        settings = settings or stored_settings or TrainingSettings()
+        if stored_settings is not None:
+            changed = [f for f in _TRAJECTORY_FIELDS if getattr(settings, f) != getattr(stored_settings, f)]
+            if changed:
+                log.warning("settings %s differ from the run's training.json: the resumed run will not match an "
+                            "uninterrupted one", changed)
+        if config.unconditional and settings.crop_samples is None and config.audio_len > 10 * 22050:
+            log.info("unconditional crops are audio_len = %d samples (set crop_samples to change)", config.audio_len)
+        return config, settings
+
+    def _write_run_files(self) -> None:
+        with atomic_file(self.model_dir / CONFIG_FILE) as tmp:
+            tmp.write_text(self.config.to_json() + "\n")
+        with atomic_file(self.model_dir / SETTINGS_FILE) as tmp:
+            tmp.write_text(self.settings.to_json() + "\n")
+
+    # -- graph-mode steps ---------------------------------------------------------------------------
+
+    def _make_train_step(self):
+        model, optimizer, s = self.model, self.optimizer, self.settings
+        scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        replicas = self.strategy.num_replicas_in_sync
+        global_batch = float(s.batch_size)
+        levels = self._levels
+
+        def replica_step(batch):
+            variables = model.trainable_variables
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(diffusion_loss(model, batch, levels, s.loss, training=True)) / global_batch
+                objective = optimizer.scale_loss(loss) if scaled else loss
+            grads = tape.gradient(objective, variables)
+            if replicas > 1:  # the global gradient, so that its norm and clipping are the single-device ones
+                context = tf.distribute.get_replica_context()
+                grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+                loss = context.all_reduce(tf.distribute.ReduceOp.SUM, loss)
+            scale = tf.cast(optimizer.dynamic_scale, tf.float32) if scaled else tf.constant(1.0)
+            scaled_norm = tf.linalg.global_norm(grads)
+            finite = tf.math.is_finite(loss) & tf.math.is_finite(scaled_norm)
+            if s.max_grad_norm is not None:
+                grads, _ = tf.clip_by_global_norm(grads, s.max_grad_norm * scale, use_norm=scaled_norm)
+            if not scaled:  # the loss-scale optimizer skips non-finite steps itself
+                grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
+            if replicas > 1:  # the optimizer sums over replicas again
+                grads = [g / replicas for g in grads]
+            optimizer.apply(grads, variables)
+            return loss, scaled_norm / scale, tf.math.is_finite(loss)
+
+        @tf.function
+        def train_step(iterator):
+            """One optimisation step on the next global batch of a distributed-dataset iterator;
+            returns (loss, gradient norm, loss is finite)."""
+            results = self.strategy.run(replica_step, args=(next(iterator),))
+            return [self.strategy.experimental_local_results(r)[0] for r in results]
+
+        return train_step
+
+    def _dataset(self, first_example: int):
+        s, clips, steps = self.settings, self.train_clips, self.config.max_steps
+
+        def per_pipeline(context: tf.distribute.InputContext):
+            local = context.num_replicas_in_sync // context.num_input_pipelines
+            replica_batch = context.get_per_replica_batch_size(s.batch_size)
+            indices = example_indices(first_example, s.batch_size, replica_batch,
+                                      context.input_pipeline_id * local, local)
+            return make_dataset(clips, indices, replica_batch, steps)
+
+        return self.strategy.distribute_datasets_from_function(per_pipeline)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def _checkpoint(self) -> tf.train.Checkpoint:
+        return tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+
+    def _restore(self) -> tuple[int, int]:
+        """(global step, examples seen) of the newest readable checkpoint, or (0, 0)."""
+        for step in reversed(self.store.steps()):
+            path = self.store.path(step)
+            try:
+                state = read_state(path)
+                self._checkpoint().read(str(path / VARIABLES_PREFIX)).assert_existing_objects_matched()
+            except (ValueError, tf.errors.OpError, AssertionError) as error:
+                log.warning("cannot restore %s (%s); trying an older checkpoint", path, " ".join(str(error).split()))
+                continue
+            if state.get("data_fingerprint") != self.train_clips.fingerprint():
+                log.warning("the training data differ from the checkpoint's (%s clips then, %d now): the data "
+                            "order after resuming differs from an uninterrupted run", state.get("clips"),
+                            len(self.train_clips))
+            log.info("resuming from %s (step %d)", path, state["step"])
+            return int(state["step"]), int(state["examples_seen"])
+        if self.store.steps():
+            raise ValueError(f"none of the checkpoints in {self.store.directory} can be restored (see warnings); "
+                             "move them away to start the run afresh")
+        return 0, 0
+
+    def save(self, step: int, examples_seen: int, loss: float | None) -> Path:
+        """Write checkpoint `step` (all workers take part; only the chief's copy is kept) and rotate."""
+        state = {"step": step, "examples_seen": examples_seen, "seed": self.settings.seed,
+                 "clips": len(self.train_clips), "data_fingerprint": self.train_clips.fingerprint(),
+                 "loss": loss, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        files = {CONFIG_FILE: self.config.to_json() + "\n", "training.json": self.settings.to_json() + "\n"}
+        checkpoint = self._checkpoint()
+        if not self.chief:
+            with tempfile.TemporaryDirectory() as scratch:
+                checkpoint.write(os.path.join(scratch, VARIABLES_PREFIX))
+            return self.store.path(step)
+        path = self.store.path(step)
+        if not path.exists():
+            self.store.save(step, state, files, checkpoint.write)
+        deleted = self.store.rotate(self.settings.keep_last, self.settings.keep_every)
+        if deleted:
+            log.debug("deleted checkpoints of steps %s", deleted)
+        return path
+
+    # -- validation -------------------------------------------------------------------------------
+
+    def _sync_vocoder(self) -> None:
+        self.vocoder.model.set_weights([np.asarray(w, np.float32) for w in self.model.get_weights()])
+
+    def validate(self, step: int, summaries: SummaryLog | None) -> float | None:
+        """Validation loss (fixed crops, steps and noise) and a few vocoded clips for TensorBoard."""
+        if self.val_clips is None:
+            return None
+        self._sync_vocoder()
+        total, count = 0.0, 0
+        for batch in evaluation_dataset(self.val_clips, self.settings.batch_size, self.config.max_steps):
+            losses = self._eval_step(batch).numpy()
+            total, count = total + float(losses.sum()), count + len(losses)
+        loss = total / count
+        if summaries is not None:
+            summaries.scalars(step, {"validation/loss": loss})
+            self._log_samples(step, summaries)
+            summaries.flush()
+        return loss
+
+    def _log_samples(self, step: int, summaries: SummaryLog) -> None:
+        s, config = self.settings, self.config
+        count = min(s.val_vocode_clips, len(self.val_clips))
+        max_samples = int(s.val_vocode_seconds * config.sample_rate)
+        convention = config.mel_convention()
+        for i in range(count):
+            audio, mel = self.val_clips.load(i)
+            if mel is not None:
+                frames = max(1, min(len(mel), max_samples // config.hop_length))
+                mel, audio = mel[:frames], audio[:frames * config.hop_length]
+                generated = self.vocoder.vocode(mel, seed=s.seed + i)
+            else:
+                audio = audio[:max_samples]
+                generated = self.vocoder.generate(len(audio), seed=s.seed + i)[0]
+            reference = compute_mel(audio, convention)
+            low, high = float(reference.min()), float(reference.max())
+            image = lambda m: ((m.T[::-1] - low) / max(high - low, 1e-6))  # noqa: E731 (low bins at the bottom)
+            summaries.audio(step, f"validation/generated_{i}", generated, config.sample_rate)
+            summaries.image(step, f"validation/generated_{i}_mel", image(compute_mel(generated, convention)))
+            if not self._references_logged:
+                summaries.audio(step, f"validation/reference_{i}", audio, config.sample_rate)
+                summaries.image(step, f"validation/reference_{i}_mel", image(reference))
+        self._references_logged = True
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def fit(self) -> TrainingResult:
+        """Train to settings.max_steps (resuming if the run has checkpoints), then export."""
+        s = self.settings
+        if self.chief:
+            self.model_dir.mkdir(parents=True, exist_ok=True)
+            for leftover in self.store.remove_partial():
+                log.info("removed %s left by an interrupted save", leftover)
+            self._write_run_files()
+        step, examples_seen = self._restore()
+        summaries = {name: SummaryLog(self.model_dir / LOGS_DIR / name) for name in ("train", "validation")} \
+            if self.chief else {}
+        steps_per_epoch = math.ceil(len(self.train_clips) / s.batch_size)
+        val_every = s.val_every or steps_per_epoch
+        last_loss = val_loss = None
+        finished = step >= s.max_steps
+        checkpoint = self.store.latest()
+        if not finished:
+            log.info("training from step %d to %d (%d steps per epoch, global batch %d on %d replica(s))",
+                     step, s.max_steps, steps_per_epoch, s.batch_size, self.strategy.num_replicas_in_sync)
+            iterator = iter(self._dataset(examples_seen))
+            progress = Progress(s.max_steps, step, self.progress_stream, enabled=self.chief)
+            window: list[tuple[float, float]] = []
+            nonfinite = 0
+            with _StopRequest() as stop:
+                while step < s.max_steps and not stop.requested:
+                    loss, grad_norm, finite = (t.numpy() for t in self.train_step(iterator))
+                    step, examples_seen = step + 1, examples_seen + s.batch_size
+                    last_loss = float(loss)
+                    nonfinite = 0 if finite else nonfinite + 1
+                    if nonfinite:
+                        progress.clear()
+                        log.warning("non-finite loss at step %d: update skipped", step)
+                        if nonfinite >= MAX_NONFINITE_STEPS:
+                            raise RuntimeError(
+                                f"loss was NaN/Inf for {nonfinite} steps in a row up to step {step}; training has "
+                                f"diverged. The last checkpoint ({self.store.latest()}) is intact: lower the learning "
+                                "rate or set max_grad_norm and resume from it")
+                    window.append((last_loss, float(grad_norm)))
+                    progress.update(step, last_loss)
+                    if step % s.log_every == 0 and summaries:
+                        losses, norms = zip(*[w for w in window if math.isfinite(w[0])] or [(math.nan, math.nan)])
+                        summaries["train"].scalars(step, {
+                            "train/loss": float(np.mean(losses)), "train/grad_norm": float(np.mean(norms)),
+                            "train/learning_rate": float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))})
+                        window.clear()
+                    if step % s.checkpoint_every == 0 or step == s.max_steps or stop.requested:
+                        progress.clear()
+                        checkpoint = self.save(step, examples_seen, last_loss)
+                        log.info("step %d: checkpoint %s", step, checkpoint)
+                    if self.chief and (step % val_every == 0 or step == s.max_steps) and self.val_clips:
+                        progress.clear()
+                        val_loss = self.validate(step, summaries["validation"])
+                        log.info("step %d: validation loss %.4f", step, val_loss)
+                progress.update(step, last_loss if last_loss is not None else math.nan, force=True)
+                progress.clear()
+            finished = step >= s.max_steps
+        for log_ in summaries.values():
+            log_.close()
+        exported = None
+        if finished and self.chief:
+            exported = self.export(self.model_dir / EXPORT_DIR, step)
+            log.info("exported the trained vocoder to %s", exported)
+        return TrainingResult(step=step, finished=finished, checkpoint=checkpoint, exported=exported,
+                              last_loss=last_loss, validation_loss=val_loss)
+
+    def export(self, path: str | os.PathLike, step: int) -> Path:
+        """The current weights in the inference format (float32, whatever the training precision)."""
+        self._sync_vocoder()
+        self.vocoder.metadata = {"training_step": step, "source": "diffwave-vocoder train"}
+        return self.vocoder.save(path)
+
+
+def train(model_dir: str | os.PathLike, data: str | os.PathLike | Sequence[str | os.PathLike],
+          val: str | os.PathLike | Sequence[str | os.PathLike] | None = None, config: DiffWaveConfig | None = None,
+          settings: TrainingSettings | None = None, strategy: str | tf.distribute.Strategy | None = None,
+          **overrides: Any) -> TrainingResult:
+    """Train (or resume) the run in model_dir; keyword overrides change single settings, e.g.
+    `train("runs/a", "LJSpeech-1.1", max_steps=10_000, batch_size=8)`."""
+    if overrides:
+        base = settings or stored_run(model_dir)[1] or TrainingSettings()
+        settings = base.replace(**overrides)
+    return Trainer(model_dir, data, val, config, settings, strategy).fit()
+
+
+def load_for_export(src: str | os.PathLike) -> Vocoder:
+    """A Vocoder from a training run directory (its newest checkpoint), one training checkpoint
+    directory, or an inference checkpoint, so that every export format loads its source alike."""
+    root = Path(src)
+    if not root.exists():
+        raise ValueError(f"export source not found: {root}")
+    if (root / CHECKPOINTS_DIR).is_dir():
+        latest = CheckpointStore(root / CHECKPOINTS_DIR).latest()
+        if latest is None:
+            raise ValueError(f"training run {root} has no complete checkpoint yet")
+        root = latest
+    if not is_training_checkpoint(root):
+        if (root / CONFIG_FILE).is_file():
+            return load_vocoder(root)
+        raise ValueError(f"not a training run, training checkpoint or vocoder checkpoint: {root} (expected "
+                         f"{CHECKPOINTS_DIR}/, state.json or config.json in it)")
+    state = read_state(root)
+    config = DiffWaveConfig.from_json((root / CONFIG_FILE).read_text())
+    with dtype_policy("float32"):
+        model = build_model(config)
+    try:
+        tf.train.Checkpoint(model=model).read(str(root / VARIABLES_PREFIX)).expect_partial() \
+            .assert_existing_objects_matched()
+    except (tf.errors.OpError, AssertionError, ValueError) as error:
+        raise ValueError(f"cannot read the weights of training checkpoint {root}: {' '.join(str(error).split())}") \
+            from None
+    return Vocoder(model, config, {"training_step": int(state["step"]), "source": "diffwave-vocoder train"})
+
+
+def export_checkpoint(src: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Training checkpoint (or run directory) -> inference checkpoint directory (`Vocoder.save`)."""
+    return load_for_export(src).save(out)
+
+
+__all__ = ["TrainingSettings", "Trainer", "TrainingResult", "train", "load_for_export", "export_checkpoint",
+           "load_config_file", "stored_run", "diffusion_loss", "noise_levels"]
