@@ -61,7 +61,13 @@ def cmd_vocode(args: argparse.Namespace) -> None:
     except (OSError, ValueError) as error:
         raise CLIError(f"cannot read mel file {args.mel}: {error}") from None
     vocoder = load_vocoder(args.model)
-    audio = vocoder.vocode(mel, steps=args.steps, seed=args.seed, layout=args.layout)
+    adapter = None
+    if args.adapter:
+        from .plugins import get_adapter
+
+        options = {"stats": args.adapter_stats} if args.adapter_stats else {}
+        adapter = get_adapter(args.adapter, target=vocoder.mel_convention, **options)
+    audio = vocoder.vocode(mel, steps=args.steps, seed=args.seed, layout=args.layout, adapter=adapter)
     if audio.ndim != 1:
         raise CLIError(f"{args.mel} holds a batch of {audio.shape[0]} mels; give one mel per file")
     save_audio(args.output, audio, vocoder.sample_rate)
@@ -147,6 +153,15 @@ def _betas(value: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated betas, got {value!r}")
 
 
+def cmd_plugins(args: argparse.Namespace) -> None:
+    from .plugins import list_adapters, list_vocoders
+
+    for title, entries in (("vocoders", list_vocoders()), ("adapters", list_adapters())):
+        print(f"{title}:")
+        for name, entry in entries.items():
+            print(f"  {name:<18} {entry.description}  [{entry.distribution}]")
+
+
 def cmd_convert(args: argparse.Namespace) -> None:
     from .convert import convert_lmnt_checkpoint
 
@@ -213,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output .wav")
     p.add_argument("--layout", choices=["auto", "tf", "torch"], default="auto",
                    help="mel layout: tf (frames, n_mels), torch (n_mels, frames), auto (decide by n_mels)")
+    p.add_argument("--adapter", help="convert the mel from another acoustic model's convention first "
+                                     "(a registered adapter name, see `diffwave-vocoder plugins`)")
+    p.add_argument("--adapter-stats", help="mean/variance statistics file for z-scored sources "
+                                           "(ParallelWaveGAN stats.h5, ESPnet feats_stats.npz, TensorFlowTTS stats.npy)")
     _add_sampling_options(p)
     p.set_defaults(func=cmd_vocode)
 
@@ -233,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="checkpoint directory")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
+
+    p = commands.add_parser("plugins", help="registered vocoders and mel adapters, with their distributions")
+    p.set_defaults(func=cmd_plugins)
 
     p = commands.add_parser("convert", help="lmnt-com/diffwave PyTorch checkpoint -> checkpoint directory "
                                             "(no torch needed; nothing in the file is executed)")

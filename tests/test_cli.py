@@ -95,3 +95,28 @@ def test_errors_are_one_line_and_leave_no_output(tmp_path, checkpoint):
                           "--steps")
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".never")]
+
+
+def test_vocode_a_tacotron2_mel_through_its_adapter(tmp_path, checkpoint, speech_corpus):
+    from diffwave_vocoder.adapters.conventions import CONVENTIONS
+    from diffwave_vocoder.mel import compute_mel
+
+    audio, _ = load_audio(sorted((speech_corpus / "wavs").glob("*.wav"))[1])
+    tacotron_mel = compute_mel(audio[:22050], CONVENTIONS["tacotron2"]())  # ln-Slaney 0-8 kHz, (frames, 80)
+    assert tacotron_mel.min() < 0  # natural-log values, not lmnt's [0, 1]
+    np.save(tmp_path / "taco.npy", tacotron_mel.T)  # PyTorch layout, as Tacotron 2 emits it
+    out = tmp_path / "taco.wav"
+    result = run_cli("vocode", "--model", checkpoint, tmp_path / "taco.npy", "-o", out, "--adapter", "tacotron2",
+                     "--layout", "torch", "--seed", 1)
+    assert result.returncode == 0, result.stderr
+    assert soundfile.info(out).frames == tacotron_mel.shape[0] * 256
+    assert_one_line_error(run_cli("vocode", "--model", checkpoint, tmp_path / "taco.npy", "-o", tmp_path / "x.wav",
+                                  "--adapter", "no-such-model"), "no adapter named 'no-such-model'")
+
+
+def test_plugins_lists_builtin_vocoder_and_adapters():
+    result = run_cli("plugins")
+    assert result.returncode == 0, result.stderr
+    for name in ("diffwave", "tacotron2", "hifigan", "coqui", "espnet", "generic"):
+        assert f"  {name} " in result.stdout
+    assert "diffwave-vocoder" in result.stdout
