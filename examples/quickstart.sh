@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The main job end to end, on CPU in a few minutes: speech corpus -> mels -> train -> export -> vocode.
+#
+#   bash examples/quickstart.sh [OUT_DIR] [DATA_DIR]
+#
+# DATA_DIR is any directory of 22.05 kHz wavs or an LJSpeech folder. Without it, a corpus of synthetic
+# speech is generated with ../shared/tools/make_speech_corpus.py (espeak-ng, flite and sox). The model is
+# small and trained for STEPS (default 200) steps: expect a noisy but speech-shaped result; the same
+# commands with the default config and ~1M steps give the paper's quality.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-quickstart}
+DATA=${2:-}
+STEPS=${STEPS:-200}
+mkdir -p "$OUT"
+
+if [ -z "$DATA" ]; then
+    TOOL=../shared/tools/make_speech_corpus.py
+    if [ ! -f "$TOOL" ]; then
+        echo "error: no DATA_DIR given and $TOOL not found; pass a directory of 22.05 kHz wavs" >&2
+        exit 2
+    fi
+    DATA="$OUT/corpus"
+    [ -f "$DATA/metadata.csv" ] || python3 "$TOOL" "$DATA" --clips 40
+fi
+
+# Mels beside the wavs (X.wav.spec.npy), cached for training.
+diffwave-vocoder preprocess "$DATA"
+# Resumable: run the same command again after an interruption and it continues from the last checkpoint.
+diffwave-vocoder train "$OUT/run" "$DATA" --config examples/quickstart_config.json --max-steps "$STEPS"
+diffwave-vocoder export "$OUT/run" "$OUT/vocoder"
+diffwave-vocoder info "$OUT/vocoder"
+
+WAV=$(find "$DATA" -name '*.wav' | sort | head -n 1)
+diffwave-vocoder resynth --model "$OUT/vocoder" "$WAV" -o "$OUT/resynth.wav" --seed 0
+diffwave-vocoder vocode --model "$OUT/vocoder" "$WAV.spec.npy" -o "$OUT/vocoded_full.wav" --steps full --seed 0
+echo "done: listen to $OUT/resynth.wav (fast schedule) and $OUT/vocoded_full.wav (full schedule)"
