@@ -1,9 +1,11 @@
 """Reverse diffusion exactly as lmnt-com/diffwave's inference.py, compiled into one graph-mode loop.
 
-Per call the mel is upsampled once; per step only the step embedding and the network run. The
-noise of an utterance depends only on its own seed (stateless Philox, one stream per step, and a
-shorter stream is a prefix of a longer one), so batching, padding or chunking never changes it.
-For bit-level comparisons with the reference, `Sampler.sample` also takes injected noise arrays.
+Per call the mel is upsampled once (chunk by chunk per step above `chunk_threshold` samples, so
+memory stays bounded); per step only the step embedding and the network run, the network chunked
+along time exactly (`chunking`). The noise of an utterance depends only on its own seed (stateless
+Philox, one stream per step, and a shorter stream is a prefix of a longer one), so batching, padding
+or chunking never changes it. For bit-level comparisons with the reference, `Sampler.sample` also
+takes injected noise arrays.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .model import DiffWaveLayers
+from .chunking import ChunkedNetwork, NetworkWeights, keras_weight_getter, network_weights
 from .params import DiffWaveConfig
 
 Steps = Union[str, Sequence[float]]
@@ -81,16 +83,41 @@ def resolve_schedule(config: DiffWaveConfig, steps: Steps) -> Schedule:
     return make_schedule(config.noise_schedule, betas)
 
 
-def _time_mask(lengths: tf.Tensor, max_length: tf.Tensor) -> tf.Tensor:
-    return tf.sequence_mask(lengths, max_length, dtype=tf.float32)
+DEFAULT_CHUNK_LENGTH = 8192
+# 2**19 samples (23.8 s at 22.05 kHz): below it the upsampled mel (320 B/sample at 80 mels) is
+# computed once per call; above it, chunk by chunk at every step so memory stays bounded.
+DEFAULT_CHUNK_THRESHOLD = 1 << 19
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How the sampler evaluates the network; none of it changes the audio (beyond float rounding).
+
+    chunk_length: samples per chunk of the cache-sized, exact chunked network evaluation (see
+    `chunking`). chunk_threshold: inputs longer than this many samples upsample their mel chunk by
+    chunk at every step instead of once per call (bounded memory for any length). jit_compile:
+    compile each chunk with XLA (single-threaded on CPU; measured slower on 2 cores, see README).
+    """
+
+    chunk_length: int = DEFAULT_CHUNK_LENGTH
+    chunk_threshold: int = DEFAULT_CHUNK_THRESHOLD
+    jit_compile: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("chunk_length", "chunk_threshold"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 class Sampler:
     """Runs the reverse process for one model; traced once per input kind, any schedule length."""
 
-    def __init__(self, model: keras.Model, config: DiffWaveConfig):
+    def __init__(self, model: keras.Model, config: DiffWaveConfig, options: InferenceOptions = InferenceOptions()):
         self.config = config
-        self.net = DiffWaveLayers.of(model)
+        self.options = options
+        self.model = model
+        self.network = ChunkedNetwork(config, options.chunk_length, options.jit_compile)
         self._functions: dict[tuple[bool, bool], tf.types.experimental.PolymorphicFunction] = {}
 
     def sample(self, schedule: Schedule, lengths: Sequence[int], mel: np.ndarray | None = None,
@@ -101,14 +128,14 @@ class Sampler:
         zero-padded to the longest item. Give either per-item `seeds` or `noise` of shape
         (len(schedule), B, max_length): noise[0] is x_T, noise[i] is added after the i-th update.
         """
-        lengths = np.asarray(lengths, np.int32)
-        padded = bool(np.any(lengths != lengths.max()))
-        injected = noise is not None
-        key = (padded, injected)
-        if key not in self._functions:
-            self._functions[key] = self._compile(padded, injected)
         if (seeds is None) == (noise is None):
             raise ValueError("give exactly one of seeds or noise")
+        lengths = np.asarray(lengths, np.int32)
+        injected = noise is not None
+        chunked = int(lengths.max()) > self.options.chunk_threshold
+        key = (injected, chunked)
+        if key not in self._functions:
+            self._functions[key] = self._compile(injected, chunked)
         if mel is None:
             mel = np.zeros((len(lengths), 0, self.config.n_mels), np.float32)
         source = (tf.constant(noise, tf.float32) if injected
@@ -119,44 +146,60 @@ class Sampler:
             tf.constant(schedule.sigma))
         return audio.numpy()
 
-    def _compile(self, padded: bool, injected: bool):
-        net, hop = self.net, self.config.hop_length
-        conditional = net.spectrogram_upsampler is not None
+    def _compile(self, injected: bool, chunked: bool):
+        network, config, model = self.network, self.config, self.model
         source_spec = (tf.TensorSpec([None, None, None], tf.float32) if injected
                        else tf.TensorSpec([None], tf.int64))
         vector = tf.TensorSpec([None], tf.float32)
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, self.config.n_mels], tf.float32),
+        @tf.function(input_signature=[tf.TensorSpec([None, None, config.n_mels], tf.float32),
                                       tf.TensorSpec([None], tf.int32), source_spec,
                                       vector, vector, vector, vector])
         def run(mel, lengths, source, steps, c1, c2, sigma):
-            batch = tf.shape(lengths)[0]
-            max_length = tf.reduce_max(lengths)
-            conditioner = None
-            if conditional:
-                conditioner = net.spectrogram_upsampler(mel, lengths // hop if padded else None)
-            mask = _time_mask(lengths, max_length)
-            valid = mask[:, :, None] if padded else None
-
-            def noise(index):
-                if injected:
-                    return source[index]
-                seeds = tf.stack([source, tf.fill([batch], tf.cast(index, tf.int64))], axis=1)
-                return tf.map_fn(lambda seed: tf.random.stateless_normal([max_length], seed),
-                                 seeds, fn_output_signature=tf.float32)
-
-            num_steps = tf.shape(steps)[0]
-
-            def body(i, audio):
-                n = num_steps - 1 - i
-                embedding = net.diffusion_embedding(tf.fill([batch], steps[n]))
-                epsilon = net.denoise(audio, embedding, conditioner, valid)
-                audio = c1[n] * (audio - c2[n] * epsilon)
-                audio = tf.cond(n > 0, lambda: audio + sigma[n] * noise(i + 1), lambda: audio)
-                return i + 1, tf.clip_by_value(audio, -1.0, 1.0) * mask
-
-            audio = noise(0) * mask
-            _, audio = tf.while_loop(lambda i, _: i < num_steps, body, [tf.constant(0), audio])
-            return audio
+            weights = network_weights(config, keras_weight_getter(model))
+            noise = source if injected else None
+            return reverse_diffusion(network, weights, mel, lengths, steps, c1, c2, sigma,
+                                     seeds=None if injected else source, noise=noise, chunked=chunked)
 
         return run
+
+
+def utterance_noise(seeds: tf.Tensor, index: tf.Tensor, length: tf.Tensor) -> tf.Tensor:
+    """(B, length) standard normal noise, row b from Philox keyed by (seeds[b], index): a shorter
+    length gives a prefix of a longer one, so the noise depends only on seed, step and position."""
+    keys = tf.stack([seeds, tf.fill(tf.shape(seeds), tf.cast(index, tf.int64))], axis=1)
+    return tf.map_fn(lambda key: tf.random.stateless_normal([length], key), keys, fn_output_signature=tf.float32)
+
+
+def reverse_diffusion(network: ChunkedNetwork, weights: NetworkWeights, mel: tf.Tensor, lengths: tf.Tensor,
+                      steps: tf.Tensor, c1: tf.Tensor, c2: tf.Tensor, sigma: tf.Tensor,
+                      seeds: tf.Tensor | None = None, noise: tf.Tensor | None = None,
+                      chunked: bool = False) -> tf.Tensor:
+    """The reference's sampling loop in graph mode (inside a tf.function); (B, max(lengths)) audio.
+
+    Noise from per-utterance `seeds` (B,) int64 or injected `noise` (len(steps), B, L). `chunked`
+    upsamples the mel chunk by chunk at every step instead of once per call (bounded memory).
+    """
+    max_length = tf.reduce_max(lengths)
+    mask = tf.sequence_mask(lengths, max_length, dtype=tf.float32)
+    conditioner = None
+    if network.conditional and not chunked:
+        padded = network.padded_length(max_length, tf.shape(lengths)[0])
+        conditioner = network.whole_conditioner(weights, mel, lengths, padded)
+
+    def draw(index):
+        return noise[index] if seeds is None else utterance_noise(seeds, index, max_length)
+
+    num_steps = tf.shape(steps)[0]
+
+    def body(i, audio):
+        n = num_steps - 1 - i
+        epsilon = network(weights, audio, steps[n], lengths, mel=mel if chunked else None,
+                          conditioner=conditioner)
+        audio = c1[n] * (audio - c2[n] * epsilon)
+        audio = tf.cond(n > 0, lambda: audio + sigma[n] * draw(i + 1), lambda: audio)
+        return i + 1, tf.clip_by_value(audio, -1.0, 1.0) * mask
+
+    audio = draw(0) * mask
+    _, audio = tf.while_loop(lambda i, _: i < num_steps, body, [tf.constant(0), audio])
+    return audio

@@ -20,7 +20,7 @@ from .layout import as_mel_list
 from .mel import MelConvention
 from .model import build_model
 from .params import DiffWaveConfig
-from .sampler import Sampler, Steps, resolve_schedule
+from .sampler import InferenceOptions, Sampler, Steps, resolve_schedule
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -63,6 +63,16 @@ class Vocoder:
         if seed is not None:
             keras.utils.set_random_seed(seed)
         return cls(build_model(config), config)
+
+    @property
+    def inference_options(self) -> InferenceOptions:
+        """Chunk length, the length above which the mel is upsampled chunk by chunk (bounded
+        memory), XLA: how the network is evaluated, never what it computes."""
+        return self._sampler.options
+
+    @inference_options.setter
+    def inference_options(self, options: InferenceOptions) -> None:
+        self._sampler = Sampler(self.model, self.config, options)
 
     @property
     def sample_rate(self) -> int:

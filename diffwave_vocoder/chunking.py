@@ -1,0 +1,285 @@
+"""Exact, cache-sized, bounded-memory evaluation of the DiffWave network along time.
+
+Why: evaluated layer by layer over a whole utterance, every (samples, 128) intermediate streams
+through main memory (11 MB per second of audio, 30 layers, 6 to 50 times per utterance), so the
+CPU waits on memory instead of multiplying, and whole-utterance tensors make memory grow with length
+(the reference peaks at 10.6 GB for 20 s). Here one network evaluation walks the utterance in
+chunks of `chunk_length` samples, a size the CPU caches hold, as a wavefront: residual layer l runs
+d_l samples behind layer l-1 (its look-ahead) and keeps the last 2 d_l samples of its input from
+the previous chunk. Those carried samples are the halo of the network's receptive field (sum of d_l
+= `DiffWaveConfig.receptive_field` samples on each side), kept instead of recomputed, so chunking
+adds no arithmetic and every chunk is exactly the corresponding slice of the whole-input
+computation. Utterance edges and batch padding are zeroed at every layer's input by absolute sample
+position, which is what the reference's zero padding does.
+
+For long inputs (`chunked=True`) the upsampled mel (320 bytes per sample at 80 mels) is not kept
+for the whole utterance either: each chunk upsamples its own mel frames plus a margin of frames,
+at every step (about 0.05% of a step's arithmetic), so memory stays a few bytes per sample.
+
+Layout is time-major, (time, batch, channels), so that the time shifts of the dilated convolution
+are zero-copy slices of one buffer. Per layer and chunk: one concat builds [x(t-d), x(t), x(t+d),
+mel(t)] (the conditioner projection fused into the dilated convolution's GEMM), the gate and filter
+GEMMs carry their bias and sigmoid/tanh (fused by oneDNN), and the residual and skip GEMMs carry
+their bias and the addition of the carried residual and skip sums.
+
+Everything here is plain TensorFlow on a `NetworkWeights` of tensors, so the same code runs inside
+`Sampler` (Keras variables) and inside an exported SavedModel (plain tf.Variables).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Mapping, NamedTuple, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from .model import step_embedding_table
+from .params import DiffWaveConfig
+
+# Mel frames of margin on each side of a chunk's own frames when it upsamples them: the two
+# transposed convolutions (kernel 2*stride, 'same') reach one frame beyond a sample's own.
+MEL_MARGIN_FRAMES = 2
+
+
+class LayerWeights(NamedTuple):
+    """One residual layer: dilated convolution and conditioner projection as one (3C+M, C) matrix
+    per half (gate, filter); output projection split into its residual and skip halves."""
+
+    gate_kernel: tf.Tensor
+    gate_bias: tf.Tensor
+    filter_kernel: tf.Tensor
+    filter_bias: tf.Tensor
+    residual_kernel: tf.Tensor
+    residual_bias: tf.Tensor
+    skip_kernel: tf.Tensor
+    skip_bias: tf.Tensor
+
+
+class NetworkWeights(NamedTuple):
+    embedding_table: tf.Tensor
+    embedding: tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]  # projection1 kernel, bias, projection2 ...
+    upsampler: tuple[tuple[tf.Tensor, tf.Tensor], ...]  # ((kernel, bias), (kernel, bias)); () if unconditional
+    input_projection: tuple[tf.Tensor, tf.Tensor]
+    diffusion_kernel: tf.Tensor  # every layer's diffusion projection side by side: (512, layers * C)
+    diffusion_bias: tf.Tensor
+    layers: tuple[LayerWeights, ...]
+    skip_projection: tuple[tf.Tensor, tf.Tensor]
+    output_projection: tuple[tf.Tensor, tf.Tensor]
+
+
+def network_weights(config: DiffWaveConfig, get: Callable[[str], tf.Tensor]) -> NetworkWeights:
+    """Arrange a model's weights for the chunked network; `get(path)` returns the weight stored
+    under the Keras weight path (e.g. 'residual_block_0/dilated_conv/kernel'). Called inside a
+    tf.function, so the tensors are read from the variables at every call."""
+    c = config.residual_channels
+    layers = []
+    for i in range(config.residual_layers):
+        prefix = f"residual_block_{i}/"
+        kernel = tf.reshape(get(prefix + "dilated_conv/kernel"), [3 * c, 2 * c])
+        bias = get(prefix + "dilated_conv/bias")
+        if not config.unconditional:
+            kernel = tf.concat([kernel, get(prefix + "conditioner_projection/kernel")], 0)
+            bias = bias + get(prefix + "conditioner_projection/bias")
+        out_kernel = get(prefix + "output_projection/kernel")
+        out_bias = get(prefix + "output_projection/bias")
+        layers.append(LayerWeights(kernel[:, :c], bias[:c], kernel[:, c:], bias[c:],
+                                   out_kernel[:, :c], out_bias[:c], out_kernel[:, c:], out_bias[c:]))
+    diffusion = [(get(f"residual_block_{i}/diffusion_projection/kernel"),
+                  get(f"residual_block_{i}/diffusion_projection/bias")) for i in range(config.residual_layers)]
+    upsampler = () if config.unconditional else tuple(
+        (get(f"spectrogram_upsampler/conv{j}/kernel"), get(f"spectrogram_upsampler/conv{j}/bias")) for j in (1, 2))
+    return NetworkWeights(
+        embedding_table=tf.constant(step_embedding_table(config.max_steps)),
+        embedding=tuple(get(f"diffusion_embedding/projection{j}/{kind}") for j in (1, 2) for kind in ("kernel", "bias")),
+        upsampler=upsampler,
+        input_projection=(get("input_projection/kernel"), get("input_projection/bias")),
+        diffusion_kernel=tf.concat([k for k, _ in diffusion], 1),
+        diffusion_bias=tf.concat([b for _, b in diffusion], 0),
+        layers=tuple(layers),
+        skip_projection=(get("skip_projection/kernel"), get("skip_projection/bias")),
+        output_projection=(get("output_projection/kernel"), get("output_projection/bias")),
+    )
+
+
+def keras_weight_getter(model) -> Callable[[str], tf.Tensor]:
+    """`get` for `network_weights` over a Keras model's variables."""
+    variables: Mapping[str, object] = {w.path: w for w in model.weights}
+    return lambda path: tf.convert_to_tensor(variables[path])
+
+
+def step_embedding(weights: NetworkWeights, step: tf.Tensor) -> tf.Tensor:
+    """(1, 512) embedding of one (possibly fractional) diffusion step, as DiffusionEmbedding."""
+    step = tf.reshape(tf.cast(step, tf.float32), [1])
+    low, high = tf.floor(step), tf.math.ceil(step)
+    low_row = tf.gather(weights.embedding_table, tf.cast(low, tf.int32))
+    high_row = tf.gather(weights.embedding_table, tf.cast(high, tf.int32))
+    x = low_row + (high_row - low_row) * tf.expand_dims(step - low, -1)
+    k1, b1, k2, b2 = weights.embedding
+    x = tf.nn.silu(tf.matmul(x, k1) + b1)
+    return tf.nn.silu(tf.matmul(x, k2) + b2)
+
+
+def upsample(weights: NetworkWeights, config: DiffWaveConfig, mel: tf.Tensor, first_frame: tf.Tensor,
+             frame_lengths: tf.Tensor) -> tf.Tensor:
+    """Upsampled mel (B, F_w * hop, M) for a window of mel frames (B, F_w, M) starting at absolute
+    frame `first_frame` (may be negative), as SpectrogramUpsampler computes those samples.
+
+    Frames outside [0, frame_lengths) and the first convolution's outputs beyond them are zeroed,
+    which makes a window's samples (away from its first and last frame) equal to the whole mel's.
+    """
+    x = tf.expand_dims(mel, -1)
+    rate = 1  # input positions per mel frame
+    for (kernel, bias), stride in zip(weights.upsampler, config.upsample_factors):
+        positions = (first_frame * rate + tf.range(tf.shape(x)[1]))[None, :]
+        valid = (positions >= 0) & (positions < frame_lengths[:, None] * rate)
+        x = x * tf.cast(valid, x.dtype)[:, :, None, None]
+        shape = tf.shape(x)
+        x = tf.nn.conv_transpose(x, kernel, [shape[0], shape[1] * stride, shape[2], 1], [stride, 1],
+                                 padding="SAME", data_format="NHWC")
+        x = tf.nn.leaky_relu(x + bias, alpha=0.4)
+        rate *= stride
+    return x[..., 0]
+
+
+def _with_length(tensor: tf.Tensor, length: int) -> tf.Tensor:
+    """Declare a carried buffer's (static) length, which slicing by a tensor bound loses."""
+    tensor.set_shape([length, *tensor.shape[1:]])
+    return tensor
+
+
+class ChunkedNetwork:
+    """One DiffWave network evaluation over a batch of audio, chunk by chunk along time.
+
+    `chunk_length` is the tile length in samples (rounded up to a whole number of mel frames;
+    shorter inputs use one tile of their own length). `jit_compile` compiles the per-chunk body
+    with XLA (single-threaded on CPU in TF 2.x; see benchmarks/vocode_speed.py --levers).
+    """
+
+    def __init__(self, config: DiffWaveConfig, chunk_length: int = 8192, jit_compile: bool = False):
+        if chunk_length <= 0:
+            raise ValueError(f"chunk_length must be positive, got {chunk_length}")
+        self.config = config
+        hop = config.hop_length
+        self.chunk_length = -(-int(chunk_length) // hop) * hop
+        self.dilations = [2 ** (i % config.dilation_cycle_length) for i in range(config.residual_layers)]
+        self.lags = np.cumsum(self.dilations).tolist()  # how far layer l's output runs behind the input
+        self.receptive_field = int(self.lags[-1])
+        self.conditional = not config.unconditional
+        self._layers = tf.function(self._layers, jit_compile=True) if jit_compile else self._layers
+
+    def tile_length(self, max_length: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
+        """Samples per chunk for a batch: `chunk_length` rows (samples x items) per chunk, keeping
+        a chunk's working set the same size whatever the batch; one chunk for short inputs."""
+        hop = self.config.hop_length
+        needed = (max_length + self.receptive_field + hop - 1) // hop * hop
+        return tf.minimum(needed, tf.maximum(hop, self.chunk_length // batch // hop * hop))
+
+    def padded_length(self, max_length: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
+        """Whole chunks covering the input plus the receptive field (the wavefront's look-ahead)."""
+        tile = self.tile_length(max_length, batch)
+        return (max_length + self.receptive_field + tile - 1) // tile * tile
+
+    def whole_conditioner(self, weights: NetworkWeights, mel: tf.Tensor, lengths: tf.Tensor,
+                          padded_length: tf.Tensor) -> tf.Tensor:
+        """Time-major upsampled mel for the whole batch, (D + padded_length, B, M), index i holding
+        sample i - D (D = receptive field): computed once per call for inputs below the threshold."""
+        hop = self.config.hop_length
+        u = upsample(weights, self.config, mel, tf.constant(0), lengths // hop)
+        u = tf.transpose(u, [1, 0, 2])
+        return tf.pad(u, [[self.receptive_field, padded_length - tf.shape(u)[0]], [0, 0], [0, 0]])
+
+    def __call__(self, weights: NetworkWeights, audio: tf.Tensor, step: tf.Tensor, lengths: tf.Tensor,
+                 mel: tf.Tensor | None = None, conditioner: tf.Tensor | None = None) -> tf.Tensor:
+        """Predicted noise (B, L) for audio (B, L) at one diffusion step (a scalar).
+
+        lengths (B,): valid samples per item. Conditional models take either `conditioner` from
+        `whole_conditioner` (computed once per call) or `mel` (B, F, M), upsampled chunk by chunk.
+        """
+        d_total, c = self.receptive_field, self.config.residual_channels
+        batch, length = tf.shape(audio)[0], tf.shape(audio)[1]
+        tile = self.tile_length(length, batch)
+        padded = self.padded_length(length, batch)
+        tiles = padded // tile
+        audio_tm = tf.transpose(tf.pad(audio, [[0, 0], [0, padded - length]]))  # (padded, B)
+        embedding = step_embedding(weights, step)
+        diffusion = tf.matmul(embedding, weights.diffusion_kernel) + weights.diffusion_bias  # (1, layers*C)
+        diffusion = tf.split(tf.reshape(diffusion, [1, 1, -1]), len(self.dilations), axis=-1)
+        chunk_mel = self.conditional and conditioner is None
+        if chunk_mel:
+            hop, margin = self.config.hop_length, MEL_MARGIN_FRAMES
+            frames = tf.shape(mel)[1]
+            mel = tf.pad(mel, [[0, 0], [margin, padded // hop + margin - frames], [0, 0]])
+            frame_lengths = lengths // hop
+
+        def tile_step(k, x_buffers, skip_buffers, mel_tail, outputs):
+            start = k * tile
+            a = audio_tm[start:start + tile]
+            if not self.conditional:
+                window = None
+            elif chunk_mel:
+                first = start // hop - margin
+                u = upsample(weights, self.config, mel[:, start // hop:start // hop + tile // hop + 2 * margin],
+                             first, frame_lengths)
+                u = tf.transpose(u[:, margin * hop:margin * hop + tile], [1, 0, 2])
+                window = tf.concat([mel_tail, u], 0)  # samples [start - D, start + tile)
+                mel_tail = _with_length(window[tile:], d_total)
+            else:
+                window = conditioner[start:start + tile + d_total]
+            x_buffers, skip_buffers, out = self._layers(weights, a, window, list(x_buffers), list(skip_buffers),
+                                                        diffusion, start, lengths)
+            return k + 1, x_buffers, skip_buffers, mel_tail, outputs.write(k, out)
+
+        x_buffers = [tf.zeros([2 * d, batch, c]) for d in self.dilations]
+        skip_buffers = [tf.zeros([d, batch, c]) for d in self.dilations]
+        mel_tail = (tf.zeros([d_total, batch, self.config.n_mels]) if chunk_mel else tf.zeros([0]))
+        outputs = tf.TensorArray(tf.float32, size=tiles)
+        _, _, _, _, outputs = tf.while_loop(
+            lambda k, *_: k < tiles, tile_step, [tf.constant(0), x_buffers, skip_buffers, mel_tail, outputs])
+        # Tile k's outputs are samples [k * tile - D, (k + 1) * tile - D).
+        eps = tf.reshape(outputs.stack(), [padded, batch])[d_total:d_total + length]
+        return tf.transpose(eps)
+
+    def _layers(self, weights: NetworkWeights, audio: tf.Tensor, mel_window: tf.Tensor | None,
+                x_buffers: Sequence[tf.Tensor], skip_buffers: Sequence[tf.Tensor],
+                diffusion: Sequence[tf.Tensor], start: tf.Tensor, lengths: tf.Tensor):
+        """The network over one tile of input samples [start, start + T) (time-major audio (T, B)):
+        returns the new carried buffers and the predicted noise for samples [start - D, start + T - D)."""
+        c = self.config.residual_channels
+        tile, batch = tf.shape(audio)[0], tf.shape(audio)[1]
+        d_total = self.receptive_field
+        in_kernel, in_bias = weights.input_projection
+        x = tf.nn.relu(tf.expand_dims(audio, -1) * tf.reshape(in_kernel, [1, 1, c]) + in_bias)
+        skip = tf.zeros_like(x)
+        new_x_buffers, new_skip_buffers = [], []
+        for layer, (d, lag, w) in enumerate(zip(self.dilations, self.lags, weights.layers)):
+            # This layer's outputs are samples [start - lag, start - lag + T); its input window,
+            # the carried 2d samples and this tile's input, is [start - lag - d, start - lag + d + T).
+            x_window = tf.concat([x_buffers[layer], x], 0)
+            skip_window = tf.concat([skip_buffers[layer], skip], 0)
+            new_x_buffers.append(_with_length(x_window[tile:], 2 * d))
+            new_skip_buffers.append(_with_length(skip_window[tile:], d))
+            # Zero outside every utterance, as the reference's zero padding. Multiplying interior
+            # chunks by ones too costs within measurement noise and keeps the graph (and its
+            # tracing time) half the size of a masked/unmasked branch pair.
+            positions = start - lag - d + tf.range(tile + 2 * d)
+            valid = (positions[:, None] >= 0) & (positions[:, None] < lengths[None, :])
+            h = (x_window + diffusion[layer]) * tf.cast(valid, tf.float32)[:, :, None]
+            columns = [h[:tile], h[d:d + tile], h[2 * d:2 * d + tile]]
+            if mel_window is not None:
+                columns.append(mel_window[d_total - lag:d_total - lag + tile])
+            taps = tf.concat(columns, -1)
+            taps = tf.reshape(taps, [tile * batch, taps.shape[-1] or -1])
+            gate = tf.sigmoid(tf.nn.bias_add(tf.matmul(taps, w.gate_kernel), w.gate_bias))
+            gated = gate * tf.tanh(tf.nn.bias_add(tf.matmul(taps, w.filter_kernel), w.filter_bias))
+            residual = tf.nn.bias_add(tf.matmul(gated, w.residual_kernel), w.residual_bias)
+            residual = residual + tf.reshape(x_window[d:d + tile], [tile * batch, c])
+            skip_sum = tf.nn.bias_add(tf.matmul(gated, w.skip_kernel), w.skip_bias)
+            skip_sum = skip_sum + tf.reshape(skip_window[:tile], [tile * batch, c])
+            x = tf.reshape(residual, [tile, batch, c]) / math.sqrt(2.0)
+            skip = tf.reshape(skip_sum, [tile, batch, c])
+        out = tf.reshape(skip, [tile * batch, c]) / math.sqrt(len(self.dilations))
+        skip_kernel, skip_bias = weights.skip_projection
+        out = tf.nn.relu(tf.nn.bias_add(tf.matmul(out, skip_kernel), skip_bias))
+        out_kernel, out_bias = weights.output_projection
+        out = tf.nn.bias_add(tf.matmul(out, out_kernel), out_bias)
+        return new_x_buffers, new_skip_buffers, tf.reshape(out, [tile, batch])
