@@ -70,7 +70,10 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
-        for child in tmp.iterdir():
+        for child in tmp.rglob("*"):  # nested too: an exported SavedModel has variables/, assets/
+            if child.is_dir():
+                _fsync_directory(child)
+                continue
             with open(child, "rb") as f:
                 os.fsync(f.fileno())
         _fsync_directory(tmp)

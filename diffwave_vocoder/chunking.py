@@ -130,9 +130,10 @@ def upsample(weights: NetworkWeights, config: DiffWaveConfig, mel: tf.Tensor, fi
     x = tf.expand_dims(mel, -1)
     rate = 1  # input positions per mel frame
     for (kernel, bias), stride in zip(weights.upsampler, config.upsample_factors):
-        positions = (first_frame * rate + tf.range(tf.shape(x)[1]))[None, :]
-        valid = (positions >= 0) & (positions < frame_lengths[:, None] * rate)
-        x = x * tf.cast(valid, x.dtype)[:, :, None, None]
+        # (expand_dims rather than [:, None] indexing: LiteRT cannot lower new-axis slices.)
+        positions = tf.expand_dims(first_frame * rate + tf.range(tf.shape(x)[1]), 0)
+        valid = (positions >= 0) & (positions < tf.expand_dims(frame_lengths, 1) * rate)
+        x = x * tf.reshape(tf.cast(valid, x.dtype), [tf.shape(x)[0], -1, 1, 1])
         shape = tf.shape(x)
         x = tf.nn.conv_transpose(x, kernel, [shape[0], shape[1] * stride, shape[2], 1], [stride, 1],
                                  padding="SAME", data_format="NHWC")
@@ -201,9 +202,7 @@ class ChunkedNetwork:
         padded = self.padded_length(length, batch)
         tiles = padded // tile
         audio_tm = tf.transpose(tf.pad(audio, [[0, 0], [0, padded - length]]))  # (padded, B)
-        embedding = step_embedding(weights, step)
-        diffusion = tf.matmul(embedding, weights.diffusion_kernel) + weights.diffusion_bias  # (1, layers*C)
-        diffusion = tf.split(tf.reshape(diffusion, [1, 1, -1]), len(self.dilations), axis=-1)
+        diffusion = self._diffusion(weights, step)
         chunk_mel = self.conditional and conditioner is None
         if chunk_mel:
             hop, margin = self.config.hop_length, MEL_MARGIN_FRAMES
@@ -239,6 +238,24 @@ class ChunkedNetwork:
         eps = tf.reshape(outputs.stack(), [padded, batch])[d_total:d_total + length]
         return tf.transpose(eps)
 
+    def whole(self, weights: NetworkWeights, audio: tf.Tensor, step: tf.Tensor, lengths: tf.Tensor,
+              mel: tf.Tensor | None = None) -> tf.Tensor:
+        """The same evaluation as one chunk spanning the whole input, without a loop: for LiteRT,
+        whose converter cannot lower the chunk loop's dynamically shaped TensorArray."""
+        d_total, c = self.receptive_field, self.config.residual_channels
+        batch, length = tf.shape(audio)[0], tf.shape(audio)[1]
+        audio_tm = tf.transpose(tf.pad(audio, [[0, 0], [0, d_total]]))
+        window = None if mel is None else self.whole_conditioner(weights, mel, lengths, length + d_total)
+        _, _, out = self._layers(weights, audio_tm, window, [tf.zeros([2 * d, batch, c]) for d in self.dilations],
+                                 [tf.zeros([d, batch, c]) for d in self.dilations], self._diffusion(weights, step),
+                                 tf.constant(0), lengths)
+        return tf.transpose(out[d_total:])
+
+    def _diffusion(self, weights: NetworkWeights, step: tf.Tensor) -> list[tf.Tensor]:
+        """Every layer's diffusion-step projection, (1, 1, C) each (one step for the whole batch)."""
+        diffusion = tf.matmul(step_embedding(weights, step), weights.diffusion_kernel) + weights.diffusion_bias
+        return tf.split(tf.reshape(diffusion, [1, 1, -1]), len(self.dilations), axis=-1)
+
     def _layers(self, weights: NetworkWeights, audio: tf.Tensor, mel_window: tf.Tensor | None,
                 x_buffers: Sequence[tf.Tensor], skip_buffers: Sequence[tf.Tensor],
                 diffusion: Sequence[tf.Tensor], start: tf.Tensor, lengths: tf.Tensor):
@@ -262,8 +279,9 @@ class ChunkedNetwork:
             # chunks by ones too costs within measurement noise and keeps the graph (and its
             # tracing time) half the size of a masked/unmasked branch pair.
             positions = start - lag - d + tf.range(tile + 2 * d)
-            valid = (positions[:, None] >= 0) & (positions[:, None] < lengths[None, :])
-            h = (x_window + diffusion[layer]) * tf.cast(valid, tf.float32)[:, :, None]
+            positions = tf.expand_dims(positions, 1)
+            valid = (positions >= 0) & (positions < tf.expand_dims(lengths, 0))
+            h = (x_window + diffusion[layer]) * tf.expand_dims(tf.cast(valid, tf.float32), -1)
             columns = [h[:tile], h[d:d + tile], h[2 * d:2 * d + tile]]
             if mel_window is not None:
                 columns.append(mel_window[d_total - lag:d_total - lag + tile])

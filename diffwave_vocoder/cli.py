@@ -213,7 +213,15 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from .learner import load_for_export
 
+    if args.quantize and args.format != "tflite":
+        raise CLIError("--quantize applies to --format tflite only")
     vocoder = load_for_export(args.source)
+    if args.format != "checkpoint":
+        from .export import export
+
+        export(vocoder, args.output, args.format, args.quantize)
+        print(f"wrote {args.output} ({args.format}{', int8 weights' if args.quantize else ''})")
+        return
     vocoder.save(args.output)
     print(f"wrote {args.output} (vocoder checkpoint, step {vocoder.metadata.get('training_step', '?')})")
 
@@ -291,12 +299,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, help="held-out share of DATA when no --val is given (default 0.02)")
     p.set_defaults(func=cmd_train)
 
-    p = commands.add_parser("export", help="training run or checkpoint -> vocoder checkpoint for inference")
+    p = commands.add_parser("export", help="training run or checkpoint -> vocoder checkpoint, SavedModel or TFLite")
     p.add_argument("source", help="training run directory (its newest checkpoint), one of its checkpoints/step-*, "
                                   "or a vocoder checkpoint")
-    p.add_argument("output", help="directory to write")
-    p.add_argument("--format", choices=["checkpoint"], default="checkpoint",
-                   help="checkpoint: the directory `vocode`, `info` and load_vocoder read")
+    p.add_argument("output", help="directory to write (a file for tflite)")
+    p.add_argument("--format", choices=["checkpoint", "saved_model", "tflite"], default="checkpoint",
+                   help="checkpoint: the directory `vocode`, `info` and load_vocoder read; saved_model: "
+                        "TensorFlow SavedModel with a `vocode` signature (mel, seed -> audio) for plain TF and "
+                        "TF Serving; tflite: LiteRT model, signatures `denoise` (the network) and `vocode` "
+                        "(mel, noise -> audio)")
+    p.add_argument("--quantize", choices=["int8"], help="tflite: int8 weights (dynamic-range quantization)")
     p.set_defaults(func=cmd_export)
     return parser
 
