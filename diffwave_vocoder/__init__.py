@@ -17,6 +17,7 @@ _EXPORTS = {
     "mel_spectrogram": "mel",
     "build_model": "model",
     "make_schedule": "sampler",
+    "InferenceOptions": "sampler",
     "resolve_schedule": "sampler",
     "Vocoder": "vocoder",
     "convert_lmnt_checkpoint": "convert",

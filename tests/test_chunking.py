@@ -128,6 +128,13 @@ def test_vocode_chunked_equals_unchunked_for_a_batch_of_lengths(wide):
         assert audio.dtype == np.float32 and np.abs(audio).max() <= 1.0 and audio.std() > 0.01
 
 
+def test_xla_compiled_chunks_give_the_same_audio(wide):
+    mel = np.random.default_rng(2).uniform(0, 1, (7, 80)).astype(np.float32)
+    compiled = Vocoder(wide.model, WIDE)
+    compiled.inference_options = InferenceOptions(chunk_length=1024, jit_compile=True)
+    assert np.abs(compiled.vocode(mel, seed=1) - wide.vocode(mel, seed=1)).max() <= 1e-5
+
+
 @pytest.mark.parametrize("bad", [{"chunk_length": 0}, {"chunk_threshold": -5}, {"chunk_length": 2.5}])
 def test_options_are_validated(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
