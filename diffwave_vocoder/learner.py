@@ -335,8 +335,6 @@ class Trainer:
             if changed:
                 log.warning("settings %s differ from the run's training.json: the resumed run will not match an "
                             "uninterrupted one", changed)
-        if config.unconditional and settings.crop_samples is None and config.audio_len > 10 * 22050:
-            log.info("unconditional crops are audio_len = %d samples (set crop_samples to change)", config.audio_len)
         return config, settings
 
     def _write_run_files(self) -> None:

@@ -179,6 +179,30 @@ def test_sigkill_at_an_arbitrary_moment_resumes_exactly(speech_corpus, tmp_path,
     assert max_diff(checkpoint_weights(run), uninterrupted_weights) <= 1e-5
 
 
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(speech_corpus, tmp_path):
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"model": TINY.to_dict(), "training": {
+        "batch_size": 4, "crop_frames": 8, "val_fraction": 0.0, "checkpoint_every": 100_000}}))
+    command = ["diffwave-vocoder", "train", str(tmp_path / "run"), str(speech_corpus), "--config", str(config)]
+    process = subprocess.Popen([*command, "--max-steps", "100000"], stderr=subprocess.PIPE, env=ENV, text=True)
+    for line in process.stderr:
+        if line.startswith("training from step 0"):
+            break
+    time.sleep(3)
+    process.send_signal(signal.SIGTERM)
+    err = process.stderr.read()
+    assert process.wait() == 130
+    assert "run the same command to resume" in err and err.strip().endswith("error: interrupted")
+    checkpoints = sorted((tmp_path / "run" / "checkpoints").iterdir())
+    assert len(checkpoints) == 1  # saved on the signal, not on schedule
+    stopped_at = json.loads((checkpoints[0] / "state.json").read_text())["step"]
+    assert 0 < stopped_at < 100_000 and f"stopped at step {stopped_at}" in err
+    resumed = subprocess.run([*command, "--max-steps", str(stopped_at + 2)], capture_output=True, env=ENV, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"(step {stopped_at})" in resumed.stderr and f"trained to step {stopped_at + 2}" in resumed.stdout
+
+
 def test_rotation_keeps_the_last_n_and_every_kth(speech_corpus, tmp_path):
     run = tmp_path / "run"
     train(run, speech_corpus, config=TINY, settings=settings(checkpoint_every=1, keep_last=2, keep_every=3))
