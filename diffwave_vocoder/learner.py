@@ -36,7 +36,7 @@ from .dataset import ClipSet, evaluation_dataset, example_indices, make_dataset
 from .distribute import is_chief, make_strategy
 from .mel import compute_mel
 from .model import build_model
-from .params import DiffWaveConfig
+from .params import DiffWaveConfig, strict_from_dict
 from .tensorboard_log import SummaryLog
 from .training_checkpoints import (CheckpointStore, VARIABLES_PREFIX, is_training_checkpoint, read_state)
 from .vocoder import CONFIG_FILE, Vocoder, load_vocoder
@@ -112,11 +112,7 @@ class TrainingSettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainingSettings":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown training setting(s) {unknown}; expected a subset of {sorted(known)}")
-        return cls(**data)
+        return strict_from_dict(cls, data, "training setting")
 
 
 def load_config_file(path: str | os.PathLike) -> tuple[DiffWaveConfig | None, dict[str, Any]]:

@@ -111,16 +111,20 @@ class DiffWaveConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DiffWaveConfig":
-        """Build from a dict; unknown keys are an error so that a typo never goes unnoticed."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown config field(s) {unknown}; expected a subset of {sorted(known)}")
-        return cls(**data)
+        return strict_from_dict(cls, data, "config field")
 
     @classmethod
     def from_json(cls, text: str) -> "DiffWaveConfig":
         return cls.from_dict(json.loads(text))
+
+
+def strict_from_dict(cls: type, data: dict[str, Any], what: str) -> Any:
+    """Build a dataclass from a dict; unknown keys are an error so that a typo never goes unnoticed."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {what}(s) {unknown}; expected a subset of {sorted(known)}")
+    return cls(**data)
 
 
 def reference_params_to_config(params: dict[str, Any], **overrides: Any) -> DiffWaveConfig:
