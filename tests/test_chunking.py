@@ -97,6 +97,23 @@ def test_other_hop_and_unconditional_models():
         assert np.abs(eps[i, :n] - keras_eps(unconditional, audio[i, :n], 3.25, None)).max() <= 1e-5
 
 
+@pytest.mark.parametrize("chunk_length", [256, 1000, 8192])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_tiles_split_the_input_evenly_within_the_chunk_budget(chunk_length, batch):
+    """Chunks cover input + receptive field in whole mel frames, none longer than the budget, and
+    the padding is under one frame per chunk (a 1 s clip must not compute a mostly empty chunk)."""
+    network = ChunkedNetwork(DiffWaveConfig(), chunk_length)
+    hop, field = 256, network.receptive_field
+    budget = max(hop, network.chunk_length // batch // hop * hop)
+    for length in (256, 5120, 22050 // 256 * 256, 110336, 441088):
+        tile = int(network.tile_length(tf.constant(length), tf.constant(batch)))
+        padded = int(network.padded_length(tf.constant(length), tf.constant(batch)))
+        tiles = padded // tile
+        assert tile % hop == 0 and hop <= tile <= budget
+        assert padded % tile == 0 and padded >= length + field
+        assert padded - (length + field) < tiles * hop
+
+
 def test_chunk_upsampling_equals_the_keras_upsampler(wide):
     """A window of frames upsamples its inner frames (two frames of margin on each side) to the same
     samples as the whole mel does, padding frames of the shorter item included."""
