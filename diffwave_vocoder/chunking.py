@@ -236,8 +236,12 @@ class ChunkedNetwork:
         skip_buffers = [tf.zeros([d, batch, c]) for d in self.dilations]
         mel_tail = (tf.zeros([d_total, batch, self.config.n_mels]) if chunk_mel else tf.zeros([0]))
         outputs = tf.TensorArray(tf.float32, size=tiles)
+        # Two chunks in flight: chunk k+1's first layers overlap chunk k's last ones (faster than
+        # one), while TF's default of ten lets chunks run ahead, each holding its layers' chunk-sized
+        # intermediates, which made peak memory erratic (+0.4 GB on a 30 s input).
         _, _, _, _, outputs = tf.while_loop(
-            lambda k, *_: k < tiles, tile_step, [tf.constant(0), x_buffers, skip_buffers, mel_tail, outputs])
+            lambda k, *_: k < tiles, tile_step, [tf.constant(0), x_buffers, skip_buffers, mel_tail, outputs],
+            parallel_iterations=2)
         # Tile k's outputs are samples [k * tile - D, (k + 1) * tile - D).
         eps = tf.reshape(outputs.stack(), [padded, batch])[d_total:d_total + length]
         return tf.transpose(eps)

@@ -202,5 +202,7 @@ def reverse_diffusion(network: ChunkedNetwork, weights: NetworkWeights, mel: tf.
         return i + 1, tf.clip_by_value(audio, -1.0, 1.0) * mask
 
     audio = draw(0) * mask
-    _, audio = tf.while_loop(lambda i, _: i < num_steps, body, [tf.constant(0), audio])
+    # One step at a time: with TF's default, later steps' noise (an utterance-sized tensor each) is
+    # drawn ahead of time, and memory grows with length times steps.
+    _, audio = tf.while_loop(lambda i, _: i < num_steps, body, [tf.constant(0), audio], parallel_iterations=1)
     return audio
