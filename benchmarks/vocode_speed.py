@@ -69,7 +69,10 @@ def _set_tf_threads(threads: int | None) -> None:
 def worker_ours(args: dict) -> dict:
     _set_tf_threads(args.get("threads"))
     from diffwave_vocoder import load_vocoder
-    from diffwave_vocoder.sampler import InferenceOptions
+    from diffwave_vocoder.sampler import InferenceOptions, configure_cpu_threads
+
+    if not args.get("threads") and not args.get("tf_default_threads"):
+        configure_cpu_threads()  # as the CLI's vocode does
 
     vocoder = load_vocoder(args["checkpoint"])
     options = {k: args[k] for k in ("chunk_length", "chunk_threshold", "jit_compile") if args.get(k) is not None}
@@ -372,11 +375,14 @@ def levers(args, ours: Path) -> None:
     cases = [
         ("whole utterance, layer by layer (first sampler)", "layerwise", {}),
         ("  + conditioner projections once per call", "layerwise", {"cache_conditioner": True}),
-        ("chunked wavefront, 4096-sample chunks", "ours", {"chunk_length": 4096}),
-        ("chunked wavefront, 8192-sample chunks (default)", "ours", {}),
-        ("chunked wavefront, 16384-sample chunks", "ours", {"chunk_length": 16384}),
+        ("chunked wavefront, TF's default threads (each op on every core), 8192-sample chunks", "ours",
+         {"tf_default_threads": True}),
+        ("  same, 4096-sample chunks", "ours", {"tf_default_threads": True, "chunk_length": 4096}),
+        ("chunked wavefront, each op on half the cores (CLI), 2048-sample chunks", "ours", {"chunk_length": 2048}),
+        ("  same, 4096-sample chunks (default: 4096 per op thread)", "ours", {}),
+        ("  same, 8192-sample chunks", "ours", {"chunk_length": 8192}),
         ("chunked, XLA (jit_compile) per chunk", "ours", {"jit_compile": True}),
-        ("chunked, 1 intra-op thread", "ours", {"threads": 1}),
+        ("chunked, one thread in all", "ours", {"threads": 1}),
         ("chunked, batch of 4 utterances", "ours", {"batch": 4}),
     ]
     print("\n| variant | s/s | CPU s/s | peak RSS |")

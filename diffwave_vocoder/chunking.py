@@ -153,10 +153,10 @@ class ChunkedNetwork:
 
     `chunk_length` is the tile length in samples (rounded up to a whole number of mel frames;
     shorter inputs use one tile of their own length). `jit_compile` compiles the per-chunk body
-    with XLA (single-threaded on CPU in TF 2.x; see benchmarks/vocode_speed.py --levers).
+    with XLA (slower on this CPU; see benchmarks/vocode_speed.py --levers).
     """
 
-    def __init__(self, config: DiffWaveConfig, chunk_length: int = 8192, jit_compile: bool = False):
+    def __init__(self, config: DiffWaveConfig, chunk_length: int, jit_compile: bool = False):
         if chunk_length <= 0:
             raise ValueError(f"chunk_length must be positive, got {chunk_length}")
         self.config = config
@@ -236,9 +236,10 @@ class ChunkedNetwork:
         skip_buffers = [tf.zeros([d, batch, c]) for d in self.dilations]
         mel_tail = (tf.zeros([d_total, batch, self.config.n_mels]) if chunk_mel else tf.zeros([0]))
         outputs = tf.TensorArray(tf.float32, size=tiles)
-        # Two chunks in flight: chunk k+1's first layers overlap chunk k's last ones (faster than
-        # one), while TF's default of ten lets chunks run ahead, each holding its layers' chunk-sized
-        # intermediates, which made peak memory erratic (+0.4 GB on a 30 s input).
+        # Two chunks in flight: chunk k+1's layer l runs beside chunk k's layer l+1 (faster than
+        # one, and with `sampler.configure_cpu_threads` each on half the cores), while TF's default
+        # of ten lets chunks run ahead, each holding its layers' chunk-sized intermediates, which
+        # made peak memory erratic (+0.4 GB on a 30 s input).
         _, _, _, _, outputs = tf.while_loop(
             lambda k, *_: k < tiles, tile_step, [tf.constant(0), x_buffers, skip_buffers, mel_tail, outputs],
             parallel_iterations=2)

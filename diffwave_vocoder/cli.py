@@ -54,8 +54,10 @@ def cmd_vocode(args: argparse.Namespace) -> None:
     import numpy as np
 
     from .audio import save_audio
+    from .sampler import configure_cpu_threads
     from .vocoder import load_vocoder
 
+    configure_cpu_threads()
     try:
         mel = np.load(args.mel, allow_pickle=False)
     except (OSError, ValueError) as error:
@@ -77,8 +79,10 @@ def cmd_vocode(args: argparse.Namespace) -> None:
 def cmd_resynth(args: argparse.Namespace) -> None:
     from .audio import load_audio, save_audio
     from .mel import compute_mel
+    from .sampler import configure_cpu_threads
     from .vocoder import load_vocoder
 
+    configure_cpu_threads()
     vocoder = load_vocoder(args.model)
     audio, rate = load_audio(args.input)
     if rate != vocoder.sample_rate:

@@ -53,7 +53,7 @@ class _ServingModule(tf.Module):
         config = vocoder.config
         self.weights_by_path = {w.path: tf.Variable(w.numpy(), trainable=False, name=w.path.replace("/", "."))
                                 for w in vocoder.model.weights}
-        network = ChunkedNetwork(config, vocoder.inference_options.chunk_length)
+        network = ChunkedNetwork(config, vocoder.inference_options.resolved_chunk_length())
         hop = config.hop_length
 
         schedules = {steps: resolve_schedule(config, steps) for steps in ("fast", "full")}
@@ -104,7 +104,7 @@ class _LiteModule(tf.Module):
         super().__init__(name="diffwave_vocoder_lite")
         config, conditional = vocoder.config, vocoder.conditional
         values = {w.path: w.numpy() for w in vocoder.model.weights}
-        network = ChunkedNetwork(config)
+        network = ChunkedNetwork(config, vocoder.inference_options.resolved_chunk_length())
         schedule = resolve_schedule(config, steps)
         coefficients = [schedule.steps, schedule.c1, schedule.c2, schedule.sigma]
 

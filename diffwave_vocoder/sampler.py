@@ -9,6 +9,7 @@ takes injected noise arrays.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Sequence, Union
 
@@ -83,11 +84,44 @@ def resolve_schedule(config: DiffWaveConfig, steps: Steps) -> Schedule:
     return make_schedule(config.noise_schedule, betas)
 
 
-DEFAULT_CHUNK_LENGTH = 8192
+# Samples of a chunk per thread of a TensorFlow op: each thread's share of a chunk's (samples, 64)
+# float32 intermediates is then 1 MB, within one core's L2 (2 MB here); measured best at 1 and 2
+# threads per op (benchmarks/vocode_speed.py --levers).
+SAMPLES_PER_OP_THREAD = 4096
 # 2**18 samples (11.9 s at 22.05 kHz): below it the upsampled mel (320 B/sample at 80 mels, three
 # transient copies while it is laid out) is computed once per call; above it, chunk by chunk at every
-# step (about 0.05% of a step's arithmetic), so memory stays bounded (README, "Speed and memory").
+# step, so memory stays bounded (README, "Speed, memory and serving").
 DEFAULT_CHUNK_THRESHOLD = 1 << 18
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def op_threads() -> int:
+    """Threads each TensorFlow op runs on in this process (TF's default, 0, means every core)."""
+    return tf.config.threading.get_intra_op_parallelism_threads() or _cores()
+
+
+def default_chunk_length() -> int:
+    return SAMPLES_PER_OP_THREAD * op_threads()
+
+
+def configure_cpu_threads() -> bool:
+    """Run each TensorFlow op on half the cores, so that the chunk loop's two chunks in flight run
+    side by side instead of every op splitting over every core and joining again: on two cores
+    (one thread per op, 4,096-sample chunks) vocoding is about 10% faster than TF's default (README,
+    "Speed, memory and serving"). Process-wide, so it suits a process that vocodes (the CLI calls
+    it); it must run before TensorFlow executes anything. Returns False, changing nothing, when
+    TensorFlow already runs in this process."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(max(1, _cores() // 2))
+    except RuntimeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -95,20 +129,26 @@ class InferenceOptions:
     """How the sampler evaluates the network; none of it changes the audio (beyond float rounding).
 
     chunk_length: samples per chunk of the cache-sized, exact chunked network evaluation (see
-    `chunking`). chunk_threshold: inputs longer than this many samples upsample their mel chunk by
-    chunk at every step instead of once per call (bounded memory for any length). jit_compile:
-    compile each chunk with XLA (single-threaded on CPU; measured slower on 2 cores, see README).
+    `chunking`); None sizes it to this process's threads per op (`default_chunk_length`).
+    chunk_threshold: inputs longer than this many samples upsample their mel chunk by chunk at every
+    step instead of once per call (bounded memory for any length). jit_compile: compile each chunk
+    with XLA (measured slower on this CPU, see README).
     """
 
-    chunk_length: int = DEFAULT_CHUNK_LENGTH
+    chunk_length: int | None = None
     chunk_threshold: int = DEFAULT_CHUNK_THRESHOLD
     jit_compile: bool = False
 
     def __post_init__(self) -> None:
         for name in ("chunk_length", "chunk_threshold"):
             value = getattr(self, name)
+            if name == "chunk_length" and value is None:
+                continue
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+    def resolved_chunk_length(self) -> int:
+        return self.chunk_length or default_chunk_length()
 
 
 class Sampler:
@@ -118,7 +158,7 @@ class Sampler:
         self.config = config
         self.options = options
         self.model = model
-        self.network = ChunkedNetwork(config, options.chunk_length, options.jit_compile)
+        self.network = ChunkedNetwork(config, options.resolved_chunk_length(), options.jit_compile)
         self._functions: dict[tuple[bool, bool], tf.types.experimental.PolymorphicFunction] = {}
 
     def sample(self, schedule: Schedule, lengths: Sequence[int], mel: np.ndarray | None = None,

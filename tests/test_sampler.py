@@ -1,10 +1,16 @@
 """The graph-mode sampler equals the reference's loop run step by step over the whole-input Keras model."""
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from diffwave_vocoder import DiffWaveConfig, Vocoder, resolve_schedule
-from diffwave_vocoder.sampler import InferenceOptions, Sampler, utterance_noise
+from diffwave_vocoder.sampler import (SAMPLES_PER_OP_THREAD, InferenceOptions, Sampler, configure_cpu_threads,
+                                      op_threads, utterance_noise)
 
 # Receptive field 1 + 2 + ... + 512 + 1 + 2 = 1026 samples per side.
 CONFIG = DiffWaveConfig(residual_channels=8, residual_layers=12, dilation_cycle_length=10)
@@ -71,3 +77,28 @@ def test_seeded_sampling_is_reproducible_and_per_utterance(vocoder):
     other.inference_options = InferenceOptions(chunk_length=256, chunk_threshold=256)
     batch = other.vocode([np.zeros((15, 80), np.float32), mel], seed=[5, 21])
     assert np.abs(batch[1] - first).max() <= 1e-5
+
+
+def test_cpu_thread_setting_sizes_chunks_in_a_fresh_process():
+    """Before TensorFlow runs: half the cores per op, and chunks of 4,096 samples per op thread."""
+    script = (
+        "import json, os, tensorflow as tf\n"
+        "from diffwave_vocoder.sampler import InferenceOptions, configure_cpu_threads\n"
+        "applied = configure_cpu_threads()\n"
+        "print(json.dumps({'applied': applied, 'threads': tf.config.threading.get_intra_op_parallelism_threads(),\n"
+        "                  'chunk': InferenceOptions().resolved_chunk_length(), 'cores': len(os.sched_getaffinity(0))}))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["applied"] is True
+    assert report["threads"] == max(1, report["cores"] // 2)
+    assert report["chunk"] == SAMPLES_PER_OP_THREAD * report["threads"]
+
+
+def test_cpu_thread_setting_changes_nothing_once_tensorflow_runs():
+    tf.constant(1.0) + 1.0
+    before = tf.config.threading.get_intra_op_parallelism_threads()
+    already = before == max(1, len(os.sched_getaffinity(0)) // 2)  # then setting it again is a no-op
+    assert configure_cpu_threads() is already
+    assert tf.config.threading.get_intra_op_parallelism_threads() == before
+    assert InferenceOptions().resolved_chunk_length() == SAMPLES_PER_OP_THREAD * op_threads()
