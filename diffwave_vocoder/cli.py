@@ -128,6 +128,29 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
         raise CLIError(f"{len(failed)} of {len(wavs)} files could not be processed (see warnings above)")
 
 
+def cmd_corpus(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from .corpus import VOICES, default_voices, make_speech_corpus
+
+    if args.list_voices:
+        installed = {voice.name for voice in default_voices()}
+        for voice in VOICES:
+            print(f"{voice.name:<34} {'installed' if voice.installed() else 'not installed'}"
+                  f"{'' if voice.name in installed else ' (not in the default set)'}")
+        return
+    if not args.out_dir:
+        raise CLIError("expected an output directory: diffwave-vocoder corpus OUT_DIR --clips N")
+    voices = [name.strip() for name in args.voices.split(",") if name.strip()] if args.voices else None
+    with tqdm(total=args.clips, desc="corpus", unit="clip", file=sys.stderr, disable=None) as bar:
+        out = make_speech_corpus(args.out_dir, clips=args.clips, seed=args.seed, sample_rate=args.sample_rate,
+                                 voices=voices, overwrite=args.overwrite,
+                                 progress=lambda done: bar.update(done - bar.n))
+    manifest = json.loads((out / "corpus.json").read_text())
+    print(f"wrote {args.clips} clips to {out} ({len(manifest['voices'])} voices, seed {args.seed}, "
+          f"{args.sample_rate} Hz)")
+
+
 def cmd_info(args: argparse.Namespace) -> None:
     from .vocoder import load_vocoder
 
@@ -259,6 +282,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="use this checkpoint's mel convention (default: the reference's)")
     p.add_argument("--resample", action="store_true", help="resample files at another rate instead of failing")
     p.set_defaults(func=cmd_preprocess)
+
+    p = commands.add_parser("corpus", help="make an LJSpeech-layout speech corpus with espeak-ng, flite and "
+                                           "festival (for training and evaluation without downloads)")
+    p.add_argument("out_dir", nargs="?", help="directory to create (wavs/, metadata.csv, corpus.json)")
+    p.add_argument("--clips", type=int, default=200, help="number of utterances (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="texts, voice settings and clip ids (default 0)")
+    p.add_argument("--sample-rate", type=int, default=22050, help="output rate in Hz (default 22050)")
+    p.add_argument("--voices", help="comma-separated voices (engine:voice) or engines; default: every installed "
+                                    "voice (see --list-voices)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing corpus directory")
+    p.add_argument("--list-voices", action="store_true", help="list the voices and whether each is installed")
+    p.set_defaults(func=cmd_corpus)
 
     p = commands.add_parser("info", help="sizes, parameter count and mel convention of a checkpoint")
     p.add_argument("model", help="checkpoint directory")
