@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,16 +28,15 @@ import soundfile
 
 from diffwave_vocoder import get_adapter
 from diffwave_vocoder.adapters import CONVENTIONS
+from diffwave_vocoder.corpus import make_speech_corpus
 from diffwave_vocoder.mel import MelConvention, compute_mel, decompress
 
-CORPUS_TOOL = Path(__file__).resolve().parents[2] / "shared" / "tools" / "make_speech_corpus.py"
 TARGET = MelConvention()  # lmnt-com/diffwave's mel: what the reference checkpoints expect
 STATS_FILES = {"parallel_wavegan": "stats.h5", "espnet": "feats_stats.npz", "tensorflowtts": "stats.npy"}
 
 
 def make_corpus(directory: Path, clips: int, seed: int) -> list[Path]:
-    subprocess.run([sys.executable, str(CORPUS_TOOL), str(directory), "--clips", str(clips), "--seed", str(seed)],
-                   check=True, capture_output=True)
+    make_speech_corpus(directory, clips=clips, seed=seed)
     return sorted((directory / "wavs").glob("*.wav"))
 
 

@@ -4,7 +4,7 @@
 #   bash examples/quickstart.sh [OUT_DIR] [DATA_DIR]
 #
 # DATA_DIR is any directory of 22.05 kHz wavs or an LJSpeech folder. Without it, a corpus of synthetic
-# speech is generated with ../shared/tools/make_speech_corpus.py (espeak-ng, flite and sox). The model is
+# speech is generated with `diffwave-vocoder corpus` (espeak-ng, flite, festival and sox). The model is
 # small and trained for STEPS (default 200) steps, which shows the whole pipeline working but not good
 # audio (expect mostly noise): the reference reports intelligible speech after ~8k steps and the paper's
 # quality after ~1M steps with the default config.
@@ -16,13 +16,9 @@ STEPS=${STEPS:-200}
 mkdir -p "$OUT"
 
 if [ -z "$DATA" ]; then
-    TOOL=../shared/tools/make_speech_corpus.py
-    if [ ! -f "$TOOL" ]; then
-        echo "error: no DATA_DIR given and $TOOL not found; pass a directory of 22.05 kHz wavs" >&2
-        exit 2
-    fi
     DATA="$OUT/corpus"
-    [ -f "$DATA/metadata.csv" ] || python3 "$TOOL" "$DATA" --clips 40
+    # The corpus appears whole or not at all, so an interrupted run simply makes it again.
+    [ -f "$DATA/metadata.csv" ] || diffwave-vocoder corpus "$DATA" --clips 40
 fi
 
 # Mels beside the wavs (X.wav.spec.npy), cached for training.

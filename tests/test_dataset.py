@@ -12,7 +12,7 @@ from diffwave_vocoder.dataset import ClipSet, evaluation_dataset, example_indice
 from diffwave_vocoder.mel import compute_mel
 from diffwave_vocoder.params import DiffWaveConfig
 
-from conftest import make_speech_corpus
+from diffwave_vocoder.corpus import make_speech_corpus
 
 CONFIG = DiffWaveConfig()
 HOP = CONFIG.hop_length
