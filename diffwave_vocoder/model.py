@@ -7,6 +7,7 @@ utterance computes exactly what the whole, unpadded utterance would.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -120,7 +121,9 @@ class DilatedConv1D(layers.Layer):
     passes the dilation straight to Conv2D; tf.nn.convolution would use SpaceToBatch): its
     backward pass skips the GEMM path's (B, L, 3C) gradient and its slicing, ~1.3-2x faster
     forward+backward at B=4, L=15,872, C=64 (benchmarks/train_speed.py). Inference keeps the GEMM
-    path, which chunking.py mirrors exactly.
+    path, which chunking.py mirrors exactly. Where the native op cannot train in the compute dtype
+    (oneDNN has no float16 dilated Conv2DBackpropFilter, so float16 on most CPUs), training takes
+    the GEMM path too: `native_dilated_conv_trains` finds out once per dtype by trying it.
     """
 
     def __init__(self, filters: int, dilation_rate: int = 1, kernel_initializer="he_normal", **kwargs):
@@ -140,7 +143,7 @@ class DilatedConv1D(layers.Layer):
 
     def call(self, x, training=None):
         d = self.dilation_rate
-        if training:
+        if training and (d == 1 or native_dilated_conv_trains(x.dtype)):
             kernel = ops.cast(self.kernel, x.dtype)
             return tf.nn.conv1d(x, kernel, stride=1, padding="SAME", dilations=d) + ops.cast(self.bias, x.dtype)
         length = ops.shape(x)[1]
@@ -156,6 +159,25 @@ class DilatedConv1D(layers.Layer):
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "dilation_rate": self.dilation_rate,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
+
+
+@functools.lru_cache(maxsize=None)
+def native_dilated_conv_trains(dtype: tf.DType) -> bool:
+    """Whether the native dilated convolution and its two gradients run in `dtype` on the default device.
+
+    Tried once per dtype, eagerly (lifted out of any graph being traced) on a tiny input, with the
+    Conv2D ops that tf.nn.conv1d and its gradient lower to.
+    """
+    args = dict(strides=[1, 1, 1, 1], padding="SAME", dilations=[1, 1, 2, 1])
+    with tf.init_scope():
+        x, kernel = tf.ones((1, 1, 8, 2), dtype), tf.ones((1, 3, 2, 2), dtype)
+        try:
+            tf.raw_ops.Conv2D(input=x, filter=kernel, **args).numpy()
+            tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=kernel.shape, out_backprop=x, **args).numpy()
+            tf.raw_ops.Conv2DBackpropInput(input_sizes=x.shape, filter=kernel, out_backprop=x, **args).numpy()
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, tf.errors.NotFoundError):
+            return False
+    return True
 
 
 def _kaiming_normal():

@@ -93,3 +93,31 @@ def test_training_path_dilated_conv_equals_inference_path(small_vocoder):
     trained, inferred = model(inputs, training=True).numpy(), model(inputs, training=False).numpy()
     assert np.abs(inferred).max() > 0.01
     assert np.abs(trained - inferred).max() <= 1e-5
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_dilated_conv_trains_in_half_precision_on_this_device(dtype):
+    # oneDNN has no float16 dilated-conv gradient on most CPUs; the layer then trains through the GEMM form.
+    import tensorflow as tf
+
+    from diffwave_vocoder.model import DilatedConv1D, native_dilated_conv_trains
+
+    assert native_dilated_conv_trains(tf.float32)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 64, 8)).astype(np.float32)
+    full = DilatedConv1D(6, dilation_rate=4)
+    full.build(x.shape)
+    mixed = DilatedConv1D(6, dilation_rate=4, dtype=f"mixed_{dtype}")
+    mixed.build(x.shape)
+    mixed.set_weights(full.get_weights())
+
+    def gradient(layer):
+        with tf.GradientTape() as tape:
+            output = layer(tf.constant(x), training=True)
+            loss = tf.reduce_sum(tf.cast(output, tf.float32) ** 2)
+        assert output.dtype == layer.compute_dtype
+        return tape.gradient(loss, layer.kernel).numpy()
+
+    reference, half = gradient(full), gradient(mixed)
+    assert np.isfinite(half).all()
+    assert np.abs(half - reference).max() <= 0.02 * np.abs(reference).max()
