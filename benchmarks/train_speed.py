@@ -8,6 +8,10 @@ its model and Adam. Its learner module imports its data loader (torchaudio) and 
 which the step does not use and which are not installed here: they are replaced by empty modules.
 
     python benchmarks/train_speed.py [--batch-size 4] [--crop-frames 62] [--rounds 3]
+        [--precisions float32,bfloat16,float16] [--residual-channels 64 --residual-layers 30 --dilation-cycle-length 10]
+
+`--precisions` times our step under each mixed-precision policy too (the trainer's
+`--mixed-precision`), each in its own process, in the same alternation.
 
 The reference trains at batch 16; on a CPU both learners together need over 20 GB of memory for
 that, so the default here is 4 (the ratio is what matters; pass --batch-size 16 if memory allows).
@@ -28,7 +32,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def reference_learner(batch_size: int, crop_frames: int):
+def reference_learner(batch_size: int, crop_frames: int, sizes: dict[str, int]):
     """The reference's learner, model and Adam, and a step function on a fixed batch."""
     sys.modules.setdefault("diffwave.dataset", types.ModuleType("diffwave.dataset"))
     sys.modules["diffwave.dataset"].from_path = None
@@ -41,6 +45,7 @@ def reference_learner(batch_size: int, crop_frames: int):
     from diffwave.params import AttrDict, params
 
     params = AttrDict(params)
+    params.override(sizes)
     model = DiffWave(params)
     optimizer = torch.optim.Adam(model.parameters(), lr=params.learning_rate)
     with warnings.catch_warnings():  # torch.cuda.amp deprecation notices for the disabled fp16 path
@@ -52,7 +57,7 @@ def reference_learner(batch_size: int, crop_frames: int):
     return lambda: learner.train_step(features).item()
 
 
-def our_learner(batch_size: int, crop_frames: int, data_dir: Path):
+def our_learner(batch_size: int, crop_frames: int, data_dir: Path, precision: str, sizes: dict[str, int]):
     """Our Trainer on a throwaway data set, stepping on one fixed batch of the same size."""
     import numpy as np
     import soundfile
@@ -63,11 +68,12 @@ def our_learner(batch_size: int, crop_frames: int, data_dir: Path):
     from diffwave_vocoder.learner import Trainer, TrainingSettings
     from diffwave_vocoder.params import DiffWaveConfig
 
-    config = DiffWaveConfig()  # the reference's sizes
+    config = DiffWaveConfig(**sizes)
     rng = np.random.default_rng(0)
     for i in range(2):
         soundfile.write(str(data_dir / f"clip{i}.wav"), rng.uniform(-0.5, 0.5, 3 * config.sample_rate), config.sample_rate)
-    settings = TrainingSettings(batch_size=batch_size, crop_frames=crop_frames, val_fraction=0.0)
+    settings = TrainingSettings(batch_size=batch_size, crop_frames=crop_frames, val_fraction=0.0,
+                                mixed_precision=None if precision == "float32" else precision)
     trainer = Trainer(data_dir / "run", data_dir, config=config, settings=settings)
     batch = next(iter(make_dataset(trainer.train_clips, example_indices(0, batch_size, batch_size, 0, 1),
                                    batch_size, config.max_steps)))
@@ -75,11 +81,12 @@ def our_learner(batch_size: int, crop_frames: int, data_dir: Path):
     return lambda: float(trainer.train_step(iterator)[0])
 
 
-def worker(kind: str, batch_size: int, crop_frames: int) -> None:
-    """Build one learner, warm it up, then time one step per line read from stdin."""
+def worker(kind: str, batch_size: int, crop_frames: int, sizes: dict[str, int]) -> None:
+    """Build one learner (`reference` or `ours:PRECISION`), warm it up, then time one step per line
+    read from stdin."""
     with tempfile.TemporaryDirectory() as scratch:
-        step = (our_learner(batch_size, crop_frames, Path(scratch)) if kind == "ours"
-                else reference_learner(batch_size, crop_frames))
+        step = (reference_learner(batch_size, crop_frames, sizes) if kind == "reference"
+                else our_learner(batch_size, crop_frames, Path(scratch), kind.split(":")[1], sizes))
         step()  # graph building, allocator warm-up
         print("ready", flush=True)
         for _ in sys.stdin:
@@ -96,18 +103,32 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="per step, for both (the reference trains at 16)")
     parser.add_argument("--crop-frames", type=int, default=62, help="the reference's default: 62 (15,872 samples)")
     parser.add_argument("--rounds", type=int, default=3, help="timed steps of each learner (after one warm-up)")
-    parser.add_argument("--worker", choices=["ours", "reference"], help=argparse.SUPPRESS)
+    parser.add_argument("--precisions", default="float32",
+                        help="our step's compute dtypes, comma-separated: float32, bfloat16, float16")
+    parser.add_argument("--residual-channels", type=int, default=64, help="model size, both sides (default 64)")
+    parser.add_argument("--residual-layers", type=int, default=30, help="default 30")
+    parser.add_argument("--dilation-cycle-length", type=int, default=10, help="default 10")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    sizes = {"residual_channels": args.residual_channels, "residual_layers": args.residual_layers,
+             "dilation_cycle_length": args.dilation_cycle_length}
     if args.worker:
-        return worker(args.worker, args.batch_size, args.crop_frames)
+        return worker(args.worker, args.batch_size, args.crop_frames, sizes)
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    unknown = set(precisions) - {"float32", "bfloat16", "float16"}
+    if unknown or not precisions:
+        parser.error(f"--precisions takes float32, bfloat16 and float16, got {args.precisions!r}")
 
     # One process per learner, so that neither's thread pools compete with the other's; they take
     # turns one step at a time, so that load from other processes on the machine hits both alike.
-    names = {"ours": "ours (TF/Keras)", "reference": "reference (torch)"}
+    names = {f"ours:{p}": f"ours (TF/Keras, {p})" for p in precisions}
+    names["reference"] = "reference (torch)"
     workers = {kind: subprocess.Popen(
         [sys.executable, __file__, "--worker", kind, "--batch-size", str(args.batch_size),
-         "--crop-frames", str(args.crop_frames)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+         "--crop-frames", str(args.crop_frames), *(f"--{k.replace('_', '-')}={v}" for k, v in sizes.items())],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         for kind in names}
+    load_before = "load average %.2f %.2f %.2f" % os.getloadavg()
     for kind, process in workers.items():
         if process.stdout.readline().strip() != "ready":
             raise RuntimeError(f"the {kind} learner failed to start (rc {process.wait()})")
@@ -127,14 +148,19 @@ def main() -> None:
         process.wait()
 
     samples = args.batch_size * args.crop_frames * 256
-    print(f"batch {args.batch_size} x {args.crop_frames} frames ({samples:,} samples per step), CPU with "
+    print(f"model {sizes}; batch {args.batch_size} x {args.crop_frames} frames ({samples:,} samples per step), CPU with "
           f"{os.cpu_count()} cores; median of {args.rounds} alternating steps")
+    print(f"  before: {load_before}; after: " + "load average %.2f %.2f %.2f" % os.getloadavg())
     rates = {}
     for kind, values in times.items():
         rates[kind] = samples / statistics.median(values)
-        print(f"  {names[kind]:18s} {statistics.median(values):7.3f} s/step  {rates[kind]:10,.0f} samples/s  "
+        print(f"  {names[kind]:27s} {statistics.median(values):7.3f} s/step  {rates[kind]:10,.0f} samples/s  "
               f"(steps: {', '.join(f'{v:.2f}' for v in values)} s)")
-    print(f"throughput ratio ours / reference: {rates['ours'] / rates['reference']:.2f}")
+    for precision in precisions:
+        line = f"throughput ratio ours ({precision}) / reference: {rates[f'ours:{precision}'] / rates['reference']:.2f}"
+        if precision != "float32" and "float32" in precisions:
+            line += f"; / ours (float32): {rates[f'ours:{precision}'] / rates['ours:float32']:.2f}"
+        print(line)
 
 
 if __name__ == "__main__":

@@ -131,7 +131,7 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
 def cmd_corpus(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from .corpus import VOICES, default_voices, make_speech_corpus
+    from .corpus import VOICES, corpus_texts, default_voices, make_speech_corpus
 
     if args.list_voices:
         installed = {voice.name for voice in default_voices()}
@@ -142,9 +142,10 @@ def cmd_corpus(args: argparse.Namespace) -> None:
     if not args.out_dir:
         raise CLIError("expected an output directory: diffwave-vocoder corpus OUT_DIR --clips N")
     voices = [name.strip() for name in args.voices.split(",") if name.strip()] if args.voices else None
+    excluded = [text for corpus in args.exclude_texts_of or [] for text in corpus_texts(corpus)]
     with tqdm(total=args.clips, desc="corpus", unit="clip", file=sys.stderr, disable=None) as bar:
         out = make_speech_corpus(args.out_dir, clips=args.clips, seed=args.seed, sample_rate=args.sample_rate,
-                                 voices=voices, overwrite=args.overwrite,
+                                 voices=voices, exclude_texts=excluded, overwrite=args.overwrite,
                                  progress=lambda done: bar.update(done - bar.n))
     manifest = json.loads((out / "corpus.json").read_text())
     print(f"wrote {args.clips} clips to {out} ({len(manifest['voices'])} voices, seed {args.seed}, "
@@ -291,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-rate", type=int, default=22050, help="output rate in Hz (default 22050)")
     p.add_argument("--voices", help="comma-separated voices (engine:voice) or engines; default: every installed "
                                     "voice (see --list-voices)")
+    p.add_argument("--exclude-texts-of", action="append", metavar="CORPUS",
+                   help="draw no sentence that this corpus (e.g. the training set) holds; repeatable")
     p.add_argument("--overwrite", action="store_true", help="replace an existing corpus directory")
     p.add_argument("--list-voices", action="store_true", help="list the voices and whether each is installed")
     p.set_defaults(func=cmd_corpus)

@@ -25,7 +25,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from .atomic import atomic_directory
 
@@ -172,13 +172,25 @@ def _tool_versions(voices: Sequence[Voice]) -> dict[str, str]:
     return versions
 
 
+def corpus_texts(corpus_dir: str | Path) -> list[str]:
+    """The texts of an LJSpeech-layout corpus (metadata.csv's second field)."""
+    path = Path(corpus_dir) / "metadata.csv"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error.strerror or error}") from None
+    return [line.split("|")[1] for line in lines if line.count("|") >= 1]
+
+
 def make_speech_corpus(out_dir: str | Path, clips: int = 200, seed: int = 0, sample_rate: int = 22050,
-                       voices: Sequence[str] | None = None, overwrite: bool = False,
-                       progress: Callable[[int], None] | None = None) -> Path:
+                       voices: Sequence[str] | None = None, exclude_texts: Iterable[str] = (),
+                       overwrite: bool = False, progress: Callable[[int], None] | None = None) -> Path:
     """Write an LJSpeech-layout corpus of `clips` synthetic utterances to `out_dir`.
 
     Clip i is spoken by voice `i % len(voices)`; texts and prosody come from `random.Random(seed)`.
     `voices` are names as in `VOICES_BY_NAME` (or engine names); None takes `default_voices()`.
+    Sentences in `exclude_texts` (e.g. a training corpus's, see `corpus_texts`) are drawn again, so
+    an evaluation corpus can hold texts never trained on.
     An existing non-empty `out_dir` is an error unless `overwrite`, which replaces it atomically.
     `progress` is called with the number of clips finished after each one.
     """
@@ -195,10 +207,17 @@ def make_speech_corpus(out_dir: str | Path, clips: int = 200, seed: int = 0, sam
         raise MissingToolError(_missing_message(["flite", "espeak-ng"]))
     _check_tools(chosen)
 
+    excluded = set(exclude_texts)
     rng = random.Random(seed)
     plan = []  # everything random is drawn up front, in clip order, so parallel synthesis is reproducible
     for i in range(clips):
         text = sentence(rng)
+        for _ in range(10_000):
+            if text not in excluded:
+                break
+            text = sentence(rng)
+        else:
+            raise ValueError(f"cannot draw a sentence outside the {len(excluded)} excluded texts")
         voice = chosen[i % len(chosen)]
         plan.append((f"SC{seed:02d}-{i:04d}", text, voice, voice.settings(rng)))
 
@@ -220,7 +239,8 @@ def make_speech_corpus(out_dir: str | Path, clips: int = 200, seed: int = 0, sam
                     progress(done)
         (tmp / "metadata.csv").write_text("".join(f"{clip}|{text}|{text}\n" for clip, text, _, _ in plan))
         manifest = {"clips": clips, "seed": seed, "sample_rate": sample_rate,
-                    "voices": [v.name for v in chosen], "tools": _tool_versions(chosen),
+                    "voices": [v.name for v in chosen], "excluded_texts": len(excluded),
+                    "tools": _tool_versions(chosen),
                     "layout": "LJSpeech-1.1 (wavs/*.wav, metadata.csv id|text|text)"}
         (tmp / "corpus.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return target

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from diffwave_vocoder.corpus import VOICES, make_speech_corpus, resolve_voices
+from diffwave_vocoder.corpus import VOICES, corpus_texts, make_speech_corpus, resolve_voices
 
 
 def run_cli(*args, env=None):
@@ -106,3 +106,15 @@ def test_cli_writes_corpus_and_reports_bad_arguments(tmp_path):
     for args in (["--clips", "0"], ["--voices", "bogus"]):
         bad = run_cli(tmp_path / "d", *args)
         assert bad.returncode == 1 and bad.stderr.startswith("error:") and bad.stderr.count("\n") == 1
+
+
+def test_evaluation_corpus_can_exclude_the_training_texts(tmp_path):
+    train = make_speech_corpus(tmp_path / "train", clips=40, seed=0, voices=["espeak-ng:en-us"])
+    seen = set(corpus_texts(train))
+    result = run_cli(tmp_path / "eval", "--clips", "30", "--seed", "0", "--voices", "espeak-ng:en-us",
+                     "--exclude-texts-of", train)
+    assert result.returncode == 0, result.stderr
+    held_out = corpus_texts(tmp_path / "eval")
+    assert len(held_out) == 30 and not seen & set(held_out)
+    with pytest.raises(ValueError, match="cannot read"):
+        corpus_texts(tmp_path / "missing")
