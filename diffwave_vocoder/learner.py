@@ -219,6 +219,15 @@ class Progress:
             self.drawn = False
 
 
+def _optional_stoi():
+    """pystoi's stoi (the eval extra) if it is installed, else None."""
+    try:
+        from pystoi import stoi
+    except ImportError:
+        return None
+    return stoi
+
+
 def _duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
@@ -462,6 +471,8 @@ class Trainer:
         count = min(s.val_vocode_clips, len(self.val_clips))
         max_samples = int(s.val_vocode_seconds * config.sample_rate)
         convention = config.mel_convention()
+        stoi = _optional_stoi() if self.vocoder.conditional else None
+        scores: dict[str, list[float]] = {"validation/logmel_l1": [], "validation/stoi": []}
         for i in range(count):
             audio, mel = self.val_clips.load(i)
             if mel is not None:
@@ -472,14 +483,20 @@ class Trainer:
                 audio = audio[:max_samples]
                 generated = self.vocoder.generate(len(audio), seed=s.seed + i)[0]
             reference = compute_mel(audio, convention)
+            generated_mel = compute_mel(generated, convention)
             low, high = float(reference.min()), float(reference.max())
             image = lambda m: ((m.T[::-1] - low) / max(high - low, 1e-6))  # noqa: E731 (low bins at the bottom)
             summaries.audio(step, f"validation/generated_{i}", generated, config.sample_rate)
-            summaries.image(step, f"validation/generated_{i}_mel", image(compute_mel(generated, convention)))
+            summaries.image(step, f"validation/generated_{i}_mel", image(generated_mel))
             if not self._references_logged:
                 summaries.audio(step, f"validation/reference_{i}", audio, config.sample_rate)
                 summaries.image(step, f"validation/reference_{i}_mel", image(reference))
+            if mel is not None:  # the clip's own mel was vocoded: score the result against the clip
+                scores["validation/logmel_l1"].append(float(np.mean(np.abs(generated_mel - reference))))
+                if stoi is not None:
+                    scores["validation/stoi"].append(float(stoi(audio, generated, config.sample_rate)))
         self._references_logged = True
+        summaries.scalars(step, {tag: float(np.mean(values)) for tag, values in scores.items() if values})
 
     # -- the loop -----------------------------------------------------------------------------------
 
