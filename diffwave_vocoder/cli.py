@@ -343,9 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop-samples", type=int, help="unconditional models: samples per example (default audio_len)")
     p.add_argument("--seed", type=int, help="initial weights, data order, crops and noise (default 0)")
     p.add_argument("--mixed-precision", choices=["float16", "bfloat16"], help="float16 uses loss scaling")
-    p.add_argument("--init-from", help="fine-tune: start from this vocoder checkpoint's weights (a converted or trained "
-                                       "one, or a training run/checkpoint) with a fresh optimizer; the run takes its "
-                                       "config unless --config is given")
+    p.add_argument("--init-from", help="fine-tune: start from this vocoder checkpoint's weights (a converted or "
+                                       "trained one, or a training run/checkpoint) with a fresh optimizer; the run "
+                                       "takes its config unless --config is given")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 1000)")
     p.add_argument("--keep-last", type=int, help="checkpoints kept (default 3)")
     p.add_argument("--keep-every", type=int, help="also keep checkpoints at multiples of this step (default 100000)")

@@ -50,13 +50,13 @@ LOGS_DIR = "logs"
 ADAM_EPSILON = 1e-8  # torch.optim.Adam's default (Keras' is 1e-7)
 MAX_NONFINITE_STEPS = 10
 MIXED_PRECISION = {None: "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
-# Settings that change which examples, noise or updates a step sees: changing them on resume is
-# allowed, but the run is then no longer identical to an uninterrupted one.
 # Fields a fine-tuning run may change from its init checkpoint's config (everything else is the
 # network's sizes, its mel convention or the diffusion it was trained for).
 _FINE_TUNING_FREE_FIELDS = ("inference_noise_schedule", "audio_len")
 _MEL_FIELDS = ("n_mels", "hop_length", "sample_rate", "n_fft", "win_length", "fmin", "fmax", "mel_scale", "mel_norm",
                "mel_compression")
+# Settings that change which examples, noise or updates a step sees: changing them on resume is
+# allowed, but the run is then no longer identical to an uninterrupted one.
 _TRAJECTORY_FIELDS = ("batch_size", "learning_rate", "loss", "max_grad_norm", "crop_frames", "crop_samples",
                       "seed", "mixed_precision", "val_fraction")
 
@@ -678,5 +678,5 @@ def export_checkpoint(src: str | os.PathLike, out: str | os.PathLike) -> Path:
     return load_for_export(src).save(out)
 
 
-__all__ = ["TrainingSettings", "Trainer", "init_mismatch", "TrainingResult", "train", "load_for_export", "export_checkpoint",
-           "load_config_file", "stored_run", "diffusion_loss", "noise_levels"]
+__all__ = ["TrainingSettings", "Trainer", "TrainingResult", "train", "load_for_export", "export_checkpoint",
+           "load_config_file", "stored_run", "diffusion_loss", "noise_levels", "init_mismatch"]

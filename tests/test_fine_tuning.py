@@ -41,7 +41,8 @@ def test_fine_tuning_starts_at_the_checkpoints_validation_loss(speech_corpus, va
     fresh.model.set_weights(load_vocoder(pretrained).model.get_weights())
     checkpoint_loss = fresh.validate(0, None)
     assert abs(checkpoint_loss - fresh_loss) > 0.05
-    tuned = Trainer(tmp_path / "tuned", speech_corpus, val=val, settings=settings(max_steps=2, init_from=str(pretrained)))
+    tuned = Trainer(tmp_path / "tuned", speech_corpus, val=val,
+                    settings=settings(max_steps=2, init_from=str(pretrained)))
     assert tuned.config == TINY  # no config given: the checkpoint's
     assert tuned.validate(0, None) == pytest.approx(checkpoint_loss, rel=1e-6)
     result = tuned.fit()
