@@ -209,12 +209,26 @@ def _train_overrides(args: argparse.Namespace) -> dict:
     names = ("max_steps", "batch_size", "learning_rate", "loss", "max_grad_norm", "crop_frames", "crop_samples",
              "seed", "checkpoint_every", "keep_last", "keep_every", "log_every", "val_every", "val_fraction",
              "mixed_precision")
-    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if args.init_from is not None:  # stored in training.json: absolute, so a resume from elsewhere finds it
+        overrides["init_from"] = str(Path(args.init_from).resolve())
+    return overrides
+
+
+def _log_to_stderr() -> None:
+    """The package's log messages (INFO and up) as plain lines on stderr."""
+    import logging
+
+    package_log = logging.getLogger("diffwave_vocoder")
+    if not package_log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        package_log.addHandler(handler)
+    package_log.setLevel(logging.INFO)
+    package_log.propagate = False  # TensorFlow's absl may have configured the root logger too
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    import logging
-
     from .learner import Trainer, TrainingSettings, load_config_file, stored_run
 
     config, settings = None, {}
@@ -223,13 +237,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     # Precedence: flags, then --config, then the run's own training.json, then the defaults.
     base = stored_run(args.model_dir)[1] or TrainingSettings()
     settings = base.replace(**{**settings, **_train_overrides(args)})
-    package_log = logging.getLogger("diffwave_vocoder")
-    if not package_log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        package_log.addHandler(handler)
-    package_log.setLevel(logging.INFO)
-    package_log.propagate = False  # TensorFlow's absl may have configured the root logger too
+    _log_to_stderr()
     result = Trainer(args.model_dir, args.data, args.val, config, settings, args.strategy).fit()
     if not result.finished:
         print(f"stopped at step {result.step} with checkpoint {result.checkpoint}; run the same command to resume",
@@ -252,6 +260,46 @@ def cmd_export(args: argparse.Namespace) -> None:
         return
     vocoder.save(args.output)
     print(f"wrote {args.output} (vocoder checkpoint, step {vocoder.metadata.get('training_step', '?')})")
+
+
+def _metrics(value: str) -> list[str]:
+    from .evaluate import METRICS
+
+    names = [m.strip() for m in value.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METRICS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; "
+                                         f"known: {', '.join(METRICS)}")
+    return names
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate, evaluate_run
+
+    if args.model and args.run:
+        raise CLIError("give --model or --run, not both")
+    if not args.model and not args.run:
+        raise CLIError("no model given: pass --model CKPT (a vocoder checkpoint) or --run RUN_DIR (a training run)")
+    from .sampler import configure_cpu_threads
+
+    configure_cpu_threads()
+    _log_to_stderr()
+    options = dict(steps=args.steps, baseline=None if args.baseline == "none" else args.baseline,
+                   metrics=args.metrics, seed=args.seed, max_seconds=args.max_seconds)
+    if args.run:
+        report = evaluate_run(args.run, args.data, **options)
+    else:
+        from .vocoder import load_vocoder
+
+        report = evaluate(load_vocoder(args.model), args.data, **options)
+    print(report.table())
+    for path, write in ((args.json, report.write_json), (args.csv, report.write_csv),
+                        (args.summary_csv, report.write_summary_csv)):
+        if path:
+            write(path)
+            print(f"wrote {path}")
+    if report.skipped:
+        print(f"note: skipped {len(report.skipped)} unreadable file(s), named above", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -333,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop-samples", type=int, help="unconditional models: samples per example (default audio_len)")
     p.add_argument("--seed", type=int, help="initial weights, data order, crops and noise (default 0)")
     p.add_argument("--mixed-precision", choices=["float16", "bfloat16"], help="float16 uses loss scaling")
+    p.add_argument("--init-from", help="fine-tune: start from this vocoder checkpoint's weights (a converted or "
+                                       "trained one, or a training run/checkpoint) with a fresh optimizer; the run "
+                                       "takes its config unless --config is given")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 1000)")
     p.add_argument("--keep-last", type=int, help="checkpoints kept (default 3)")
     p.add_argument("--keep-every", type=int, help="also keep checkpoints at multiples of this step (default 100000)")
@@ -340,6 +391,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-every", type=int, help="steps between validations (default: once per epoch)")
     p.add_argument("--val-fraction", type=float, help="held-out share of DATA when no --val is given (default 0.02)")
     p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser("evaluate", help="vocode each clip's own mel and score it against the clip "
+                                             "(PESQ, STOI, MCD, ...), beside a Griffin-Lim baseline")
+    p.add_argument("data", nargs="+", help="wav files, directories of wavs or LJSpeech folders")
+    p.add_argument("--model", help="vocoder checkpoint directory")
+    p.add_argument("--run", help="training run directory: score each of its checkpoints (one summary row per step)")
+    p.add_argument("--steps", type=_steps, default="fast",
+                   help="'fast' (6 steps, default), 'full' (training schedule) or comma-separated betas")
+    p.add_argument("--seed", type=int, default=0, help="noise seed of the first clip (clip i: seed + i; default 0)")
+    p.add_argument("--baseline", choices=["griffin-lim", "none"], default="griffin-lim",
+                   help="also score Griffin-Lim from the same mel (default) or nothing")
+    p.add_argument("--metrics", type=_metrics, help="comma-separated subset (default: all): pesq, stoi, estoi, "
+                                                    "mcd, mrstft, logmel_l1, f0_rmse, vuv_error, dnsmos_p808")
+    p.add_argument("--max-seconds", type=float, help="score only the first seconds of each clip")
+    p.add_argument("--json", help="write settings, summary, per-clip scores and skipped files as JSON")
+    p.add_argument("--csv", help="write per-clip scores (one row per clip and system) as CSV")
+    p.add_argument("--summary-csv", help="write the summary (one row per system and checkpoint step) as CSV")
+    p.set_defaults(func=cmd_evaluate)
 
     p = commands.add_parser("export", help="training run or checkpoint -> vocoder checkpoint, SavedModel or TFLite")
     p.add_argument("source", help="training run directory (its newest checkpoint), one of its checkpoints/step-*, "

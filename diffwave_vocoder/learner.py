@@ -50,6 +50,11 @@ LOGS_DIR = "logs"
 ADAM_EPSILON = 1e-8  # torch.optim.Adam's default (Keras' is 1e-7)
 MAX_NONFINITE_STEPS = 10
 MIXED_PRECISION = {None: "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+# Fields a fine-tuning run may change from its init checkpoint's config (everything else is the
+# network's sizes, its mel convention or the diffusion it was trained for).
+_FINE_TUNING_FREE_FIELDS = ("inference_noise_schedule", "audio_len")
+_MEL_FIELDS = ("n_mels", "hop_length", "sample_rate", "n_fft", "win_length", "fmin", "fmax", "mel_scale", "mel_norm",
+               "mel_compression")
 # Settings that change which examples, noise or updates a step sees: changing them on resume is
 # allowed, but the run is then no longer identical to an uninterrupted one.
 _TRAJECTORY_FIELDS = ("batch_size", "learning_rate", "loss", "max_grad_norm", "crop_frames", "crop_samples",
@@ -77,6 +82,9 @@ class TrainingSettings:
     val_vocode_clips: int = 2
     val_vocode_seconds: float = 4.0
     mixed_precision: str | None = None  # "float16" (with loss scaling) or "bfloat16"
+    # Fine-tuning: a vocoder checkpoint, training checkpoint or run whose weights a new run starts
+    # from (with a fresh optimizer); ignored once the run has checkpoints of its own.
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         positive = ("max_steps", "batch_size", "crop_frames", "checkpoint_every", "keep_last", "log_every")
@@ -100,6 +108,8 @@ class TrainingSettings:
             raise ValueError(f"mixed_precision must be null, 'float16' or 'bfloat16', got {self.mixed_precision!r}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        if self.init_from is not None and not isinstance(self.init_from, str):
+            raise ValueError(f"init_from must be a checkpoint path or null, got {self.init_from!r}")
         if self.val_vocode_clips < 0 or not self.val_vocode_seconds > 0:
             raise ValueError("val_vocode_clips must be >= 0 and val_vocode_seconds > 0, got "
                              f"{self.val_vocode_clips!r} and {self.val_vocode_seconds!r}")
@@ -113,6 +123,25 @@ class TrainingSettings:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainingSettings":
         return strict_from_dict(cls, data, "training setting")
+
+
+def init_mismatch(init: DiffWaveConfig, config: DiffWaveConfig) -> str | None:
+    """What keeps a run of `config` from starting from a checkpoint of `init` (None: nothing), as
+    'sizes: residual_channels 64 (checkpoint) vs 16 (run); mel convention: ...'."""
+    theirs, ours = init.to_dict(), config.to_dict()
+    differ = [k for k in theirs if k not in _FINE_TUNING_FREE_FIELDS and theirs[k] != ours[k]]
+    if not differ:
+        return None
+
+    def show(value: Any) -> str:
+        return f"{len(value)} betas {value[0]:g}..{value[-1]:g}" if isinstance(value, list) else repr(value)
+
+    groups = {"sizes": [k for k in differ if k not in _MEL_FIELDS and k != "noise_schedule"],
+              "mel convention": [k for k in differ if k in _MEL_FIELDS],
+              "training noise schedule": [k for k in differ if k == "noise_schedule"]}
+    return "; ".join(f"{group}: " + ", ".join(f"{k} {show(theirs[k])} (checkpoint) vs {show(ours[k])} (run)"
+                                                 for k in keys)
+                     for group, keys in groups.items() if keys)
 
 
 def load_config_file(path: str | os.PathLike) -> tuple[DiffWaveConfig | None, dict[str, Any]]:
@@ -219,6 +248,15 @@ class Progress:
             self.drawn = False
 
 
+def _optional_stoi():
+    """pystoi's stoi (the eval extra) if it is installed, else None."""
+    try:
+        from pystoi import stoi
+    except ImportError:
+        return None
+    return stoi
+
+
 def _duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
@@ -277,13 +315,17 @@ class Trainer:
         self.model_dir = Path(model_dir)
         if self.model_dir.exists() and not self.model_dir.is_dir():
             raise ValueError(f"model directory {self.model_dir} is a file")
-        self.config, self.settings = self._resolve_run(config, settings)
+        self.store = CheckpointStore(self.model_dir / CHECKPOINTS_DIR)
+        self.config, self.settings, init = self._resolve_run(config, settings)
+        # Provenance of a fine-tuning run's starting weights (from its checkpoints once it has any).
+        self.init_provenance: dict[str, Any] | None = None
+        if init is not None:
+            self.init_provenance = {"path": self.settings.init_from, "metadata": init.metadata}
         self.strategy = make_strategy(strategy)
         self.chief = is_chief(self.strategy)
         replicas = self.strategy.num_replicas_in_sync
         if self.settings.batch_size % replicas:
             raise ValueError(f"batch size {self.settings.batch_size} does not split evenly over {replicas} replicas")
-        self.store = CheckpointStore(self.model_dir / CHECKPOINTS_DIR)
         self.progress_stream = progress_stream
 
         s = self.settings
@@ -306,6 +348,9 @@ class Trainer:
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             optimizer.build(self.model.trainable_variables)
             self.optimizer = optimizer
+            if init is not None:
+                self.model.set_weights(init.model.get_weights())
+                log.info("fine-tuning: starting from the weights of %s (fresh optimizer)", self.settings.init_from)
         # A float32, single-device twin for validation, sample vocoding and export.
         with dtype_policy("float32"):
             self.vocoder = Vocoder(build_model(self.config), self.config)
@@ -318,20 +363,32 @@ class Trainer:
     # -- run directory ----------------------------------------------------------------------------
 
     def _resolve_run(self, config: DiffWaveConfig | None, settings: TrainingSettings | None,
-                     ) -> tuple[DiffWaveConfig, TrainingSettings]:
+                     ) -> tuple[DiffWaveConfig, TrainingSettings, Vocoder | None]:
+        """(config, settings, the vocoder to start from when fine-tuning a run without checkpoints)."""
         stored_config, stored_settings = stored_run(self.model_dir)
         if stored_config is not None and config is not None and config != stored_config:
             changed = [k for k, v in config.to_dict().items() if stored_config.to_dict()[k] != v]
             raise ValueError(f"{self.model_dir} holds a run of a different model (fields {changed} differ from "
                              f"its config.json); train it with its own config or use a new model directory")
-        config = config or stored_config or DiffWaveConfig()
         settings = settings or stored_settings or TrainingSettings()
+        init = None
+        if settings.init_from is not None and self.store.latest() is None:
+            if not Path(settings.init_from).exists():
+                raise ValueError(f"init checkpoint not found: {settings.init_from}")
+            init = load_for_export(settings.init_from)
+        # A fine-tuning run without a config of its own takes its init checkpoint's.
+        config = config or stored_config or (init.config if init is not None else DiffWaveConfig())
+        if init is not None:
+            mismatch = init_mismatch(init.config, config)
+            if mismatch:
+                raise ValueError(f"cannot fine-tune from {settings.init_from}: it differs from the run's config in "
+                                 f"{mismatch}; drop --config to use the checkpoint's own")
         if stored_settings is not None:
             changed = [f for f in _TRAJECTORY_FIELDS if getattr(settings, f) != getattr(stored_settings, f)]
             if changed:
                 log.warning("settings %s differ from the run's training.json: the resumed run will not match an "
                             "uninterrupted one", changed)
-        return config, settings
+        return config, settings, init
 
     def _write_run_files(self) -> None:
         with atomic_file(self.model_dir / CONFIG_FILE) as tmp:
@@ -410,7 +467,9 @@ class Trainer:
                 log.warning("the training data differ from the checkpoint's (%s clips then, %d now): the data "
                             "order after resuming differs from an uninterrupted run", state.get("clips"),
                             len(self.train_clips))
-            log.info("resuming from %s (step %d)", path, state["step"])
+            log.info("resuming from %s (step %d)%s", path, state["step"],
+                     " of a fine-tuning run" if state.get("init_from") else "")
+            self.init_provenance = state.get("init_from")
             return int(state["step"]), int(state["examples_seen"])
         if self.store.steps():
             raise ValueError(f"none of the checkpoints in {self.store.directory} can be restored (see warnings); "
@@ -422,6 +481,8 @@ class Trainer:
         state = {"step": step, "examples_seen": examples_seen, "seed": self.settings.seed,
                  "clips": len(self.train_clips), "data_fingerprint": self.train_clips.fingerprint(),
                  "loss": loss, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if self.init_provenance is not None:
+            state["init_from"] = self.init_provenance
         files = {CONFIG_FILE: self.config.to_json() + "\n", "training.json": self.settings.to_json() + "\n"}
         checkpoint = self._checkpoint()
         if not self.chief:
@@ -462,6 +523,8 @@ class Trainer:
         count = min(s.val_vocode_clips, len(self.val_clips))
         max_samples = int(s.val_vocode_seconds * config.sample_rate)
         convention = config.mel_convention()
+        stoi = _optional_stoi() if self.vocoder.conditional else None
+        scores: dict[str, list[float]] = {"validation/logmel_l1": [], "validation/stoi": []}
         for i in range(count):
             audio, mel = self.val_clips.load(i)
             if mel is not None:
@@ -472,14 +535,20 @@ class Trainer:
                 audio = audio[:max_samples]
                 generated = self.vocoder.generate(len(audio), seed=s.seed + i)[0]
             reference = compute_mel(audio, convention)
+            generated_mel = compute_mel(generated, convention)
             low, high = float(reference.min()), float(reference.max())
             image = lambda m: ((m.T[::-1] - low) / max(high - low, 1e-6))  # noqa: E731 (low bins at the bottom)
             summaries.audio(step, f"validation/generated_{i}", generated, config.sample_rate)
-            summaries.image(step, f"validation/generated_{i}_mel", image(compute_mel(generated, convention)))
+            summaries.image(step, f"validation/generated_{i}_mel", image(generated_mel))
             if not self._references_logged:
                 summaries.audio(step, f"validation/reference_{i}", audio, config.sample_rate)
                 summaries.image(step, f"validation/reference_{i}_mel", image(reference))
+            if mel is not None:  # the clip's own mel was vocoded: score the result against the clip
+                scores["validation/logmel_l1"].append(float(np.mean(np.abs(generated_mel - reference))))
+                if stoi is not None:
+                    scores["validation/stoi"].append(float(stoi(audio, generated, config.sample_rate)))
         self._references_logged = True
+        summaries.scalars(step, {tag: float(np.mean(values)) for tag, values in scores.items() if values})
 
     # -- the loop -----------------------------------------------------------------------------------
 
@@ -551,8 +620,16 @@ class Trainer:
     def export(self, path: str | os.PathLike, step: int) -> Path:
         """The current weights in the inference format (float32, whatever the training precision)."""
         self._sync_vocoder()
-        self.vocoder.metadata = {"training_step": step, "source": "diffwave-vocoder train"}
+        self.vocoder.metadata = _training_metadata(step, self.init_provenance)
         return self.vocoder.save(path)
+
+
+def _training_metadata(step: int, init_provenance: dict[str, Any] | None) -> dict[str, Any]:
+    """An exported vocoder's provenance: its step and, when fine-tuned, what it started from."""
+    metadata: dict[str, Any] = {"training_step": step, "source": "diffwave-vocoder train"}
+    if init_provenance is not None:
+        metadata["init_from"] = init_provenance
+    return metadata
 
 
 def train(model_dir: str | os.PathLike, data: str | os.PathLike | Sequence[str | os.PathLike],
@@ -593,7 +670,7 @@ def load_for_export(src: str | os.PathLike) -> Vocoder:
     except (tf.errors.OpError, AssertionError, ValueError) as error:
         raise ValueError(f"cannot read the weights of training checkpoint {root}: {' '.join(str(error).split())}") \
             from None
-    return Vocoder(model, config, {"training_step": int(state["step"]), "source": "diffwave-vocoder train"})
+    return Vocoder(model, config, _training_metadata(int(state["step"]), state.get("init_from")))
 
 
 def export_checkpoint(src: str | os.PathLike, out: str | os.PathLike) -> Path:
@@ -602,4 +679,4 @@ def export_checkpoint(src: str | os.PathLike, out: str | os.PathLike) -> Path:
 
 
 __all__ = ["TrainingSettings", "Trainer", "TrainingResult", "train", "load_for_export", "export_checkpoint",
-           "load_config_file", "stored_run", "diffusion_loss", "noise_levels"]
+           "load_config_file", "stored_run", "diffusion_loss", "noise_levels", "init_mismatch"]

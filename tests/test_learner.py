@@ -237,6 +237,9 @@ def test_tensorboard_gets_losses_grad_norm_learning_rate_and_vocoded_clips(speec
     assert plugin == "images" and image[0] == str(samples // 256 + 1).encode() and image[1] == b"80"
     assert tf.io.decode_png(image[2]).shape == (80, samples // 256 + 1, 1)
     assert ("validation/reference_0", 2) in by_tag and ("validation/reference_0", 4) not in by_tag
+    for tag in ("validation/logmel_l1", "validation/stoi"):  # the vocoded clip scored against the clip
+        plugin, value = by_tag[(tag, 4)]
+        assert plugin == "scalars" and 0 < float(value) < 1, tag
 
 
 def test_progress_is_one_line_redrawn_for_the_whole_run():

@@ -1,0 +1,484 @@
+"""Objective evaluation: vocode each clip's own mel and compare the result with the clip.
+
+Systems: the vocoder under test ("diffwave", one per checkpoint step when a training run is
+scored), the Griffin-Lim baseline from the same mel ("griffin-lim", griffin_lim.py) and the clip
+itself ("ground-truth": the ceiling of every metric; for the reference-based ones it is the scale's
+best value by construction, for DNSMOS it is the clean recording's score).
+
+Metrics (`METRICS`), each a number per clip and system:
+
+- ``pesq``: PESQ wide band (ITU-T P.862.2) at 16 kHz, -0.5 .. 4.64, higher is better (`pesq`).
+- ``stoi``, ``estoi``: (extended) short-time objective intelligibility, 0 .. 1, higher is better
+  (`pystoi`).
+- ``mcd``: mel-cepstral distance over the 13 cepstra c1..c13 of 20 mel bands, 32 ms frames every
+  8 ms at 16 kHz, frames aligned by position (`mel-cepstral-distance`), lower is better.
+- ``mrstft``: multi-resolution STFT distance (spectral convergence + mean absolute log-magnitude
+  difference, averaged over three resolutions), lower is better.
+- ``logmel_l1``: mean absolute difference between the output's mel and the clip's mel in the
+  vocoder's own convention (the units of its features; 1 lmnt unit = 100 dB), lower is better.
+- ``f0_rmse``: RMS error of F0 in Hz over frames voiced in both (librosa pyin, 60-500 Hz), and
+  ``vuv_error``: share of frames whose voiced/unvoiced decision differs; lower is better.
+- ``dnsmos_p808``: DNSMOS P.808 (reference-free MOS estimate, 1 .. 5; `speechmos` on
+  onnxruntime, models shipped in the package), higher is better.
+
+Metric packages are imported on first use; a missing one is an `ImportError` naming the package
+and the ``eval`` extra.
+"""
+from __future__ import annotations
+
+import csv
+import importlib
+import io
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .atomic import atomic_file
+from .mel import MelConvention, compute_mel
+
+log = logging.getLogger(__name__)
+
+METRICS: tuple[str, ...] = ("pesq", "stoi", "estoi", "mcd", "mrstft", "logmel_l1", "f0_rmse", "vuv_error",
+                            "dnsmos_p808")
+HIGHER_IS_BETTER = {"pesq": True, "stoi": True, "estoi": True, "mcd": False, "mrstft": False, "logmel_l1": False,
+                    "f0_rmse": False, "vuv_error": False, "dnsmos_p808": True}
+OURS, GRIFFIN_LIM, GROUND_TRUTH = "diffwave", "griffin-lim", "ground-truth"
+BASELINES = ("griffin-lim",)
+METRIC_RATE = 16_000  # PESQ wide band, STOI, MCD, pyin and DNSMOS run on 16 kHz audio
+F0_RANGE = (60.0, 500.0)  # Hz, pyin's search range
+# (n_fft, hop, window) of the multi-resolution STFT distance (ParallelWaveGAN's resolutions).
+STFT_RESOLUTIONS = ((1024, 120, 600), (2048, 240, 1200), (512, 50, 240))
+# metric -> (module to import, pip name) of what it needs beyond the core dependencies.
+_PACKAGES = {"pesq": ("pesq", "pesq"), "stoi": ("pystoi", "pystoi"), "estoi": ("pystoi", "pystoi"),
+             "mcd": ("mel_cepstral_distance", "mel-cepstral-distance"),
+             "dnsmos_p808": ("speechmos.dnsmos", "speechmos (with onnxruntime and requests)")}
+
+
+def require(metric: str) -> Any:
+    """The module a metric needs (None for those computed with the core dependencies)."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+    if metric not in _PACKAGES:
+        return None
+    module, package = _PACKAGES[metric]
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(f"metric {metric} needs {package} ({error}); install the eval extra: "
+                          "pip install 'diffwave-vocoder[eval]'") from None
+
+
+# -- metrics of one signal pair -------------------------------------------------------------------
+
+def log_mel_distance(audio: np.ndarray, mel: np.ndarray, convention: MelConvention) -> float:
+    """Mean |mel(audio) - mel| in the convention's feature units, over the frames both have."""
+    generated = compute_mel(audio, convention)
+    frames = min(len(generated), len(mel))
+    return float(np.mean(np.abs(generated[:frames] - np.asarray(mel)[:frames])))
+
+
+def _stft_magnitudes(audio: np.ndarray) -> list[np.ndarray]:
+    import librosa
+
+    return [np.sqrt(np.maximum(np.abs(librosa.stft(audio, n_fft=n_fft, hop_length=hop, win_length=win)) ** 2,
+                               1e-7)) for n_fft, hop, win in STFT_RESOLUTIONS]
+
+
+def multi_resolution_stft_distance(reference: np.ndarray | list[np.ndarray], audio: np.ndarray) -> float:
+    """Mean over STFT_RESOLUTIONS of spectral convergence ||R - A||_F / ||R||_F plus the mean absolute
+    difference of log magnitudes (as ParallelWaveGAN's loss). `reference`: audio, or its magnitudes."""
+    references = _stft_magnitudes(reference) if isinstance(reference, np.ndarray) else reference
+    total = 0.0
+    for ref, out in zip(references, _stft_magnitudes(audio)):
+        convergence = np.linalg.norm(ref - out) / np.linalg.norm(ref)
+        total += float(convergence + np.mean(np.abs(np.log(ref) - np.log(out))))
+    return total / len(STFT_RESOLUTIONS)
+
+
+def _pitch(audio16k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    import librosa
+
+    f0, voiced, _ = librosa.pyin(audio16k, fmin=F0_RANGE[0], fmax=F0_RANGE[1], sr=METRIC_RATE,
+                                 frame_length=1024, hop_length=256)
+    return f0, voiced
+
+
+def _pitch_errors(reference: tuple[np.ndarray, np.ndarray], audio16k: np.ndarray) -> tuple[float, float]:
+    f0_ref, voiced_ref = reference
+    f0, voiced = _pitch(audio16k)
+    both = voiced_ref & voiced
+    rmse = float(np.sqrt(np.mean((f0_ref[both] - f0[both]) ** 2))) if both.any() else math.nan
+    return rmse, float(np.mean(voiced_ref != voiced))
+
+
+def _mcd(reference16k: np.ndarray, audio16k: np.ndarray) -> float:
+    import tempfile
+
+    from scipy.io import wavfile
+
+    mcd = require("mcd")
+    if not np.any(audio16k):  # the package scales each signal by its peak
+        return math.nan
+    with tempfile.TemporaryDirectory() as scratch:
+        paths = [os.path.join(scratch, name) for name in ("reference.wav", "audio.wav")]
+        for path, signal in zip(paths, (reference16k, audio16k)):
+            wavfile.write(path, METRIC_RATE, signal)
+        value, _ = mcd.compare_audio_files(*paths, sample_rate=METRIC_RATE, n_fft=32, win_len=32, hop_len=8,
+                                           M=20, s=1, D=14, aligning="pad")
+    return float(value)
+
+
+def _pesq(reference16k: np.ndarray, audio16k: np.ndarray) -> float:
+    module = require("pesq")
+    try:
+        return float(module.pesq(METRIC_RATE, reference16k, audio16k, "wb"))
+    except Exception as error:  # noqa: BLE001 - e.g. no utterance detected: the clip has no score
+        log.debug("PESQ failed: %s", error)
+        return math.nan
+
+
+@dataclass
+class _Reference:
+    """What the metrics need of one clip, computed once however many systems are scored."""
+
+    audio16k: np.ndarray
+    stft: list[np.ndarray] | None = None
+    pitch: tuple[np.ndarray, np.ndarray] | None = None
+
+
+class Scorer:
+    """Computes the chosen metrics of a system's audio against a clip (caching the clip's side)."""
+
+    def __init__(self, convention: MelConvention, metrics: Sequence[str] | None = None):
+        self.convention = convention
+        self.metrics = tuple(METRICS if metrics is None else metrics)
+        for metric in self.metrics:
+            require(metric)  # fail before any vocoding
+        self._references: dict[str, _Reference] = {}
+
+    def _to16k(self, audio: np.ndarray) -> np.ndarray:
+        import librosa
+
+        resampled = librosa.resample(np.asarray(audio, np.float32), orig_sr=self.convention.sample_rate,
+                                     target_sr=METRIC_RATE)
+        return np.clip(resampled, -1.0, 1.0).astype(np.float32)
+
+    def _reference(self, clip: "EvaluationClip") -> _Reference:
+        ref = self._references.get(clip.key)
+        if ref is None:
+            ref = self._references[clip.key] = _Reference(self._to16k(clip.audio))
+        return ref
+
+    def score(self, clip: "EvaluationClip", audio: np.ndarray) -> dict[str, float]:
+        """metric -> value for `audio` (trimmed or zero-padded to the clip's length)."""
+        audio = np.asarray(audio, np.float32)[:len(clip.audio)]
+        audio = np.pad(audio, (0, len(clip.audio) - len(audio)))
+        ref = self._reference(clip)
+        audio16k = self._to16k(audio)
+        wanted, values = set(self.metrics), {}
+        if "pesq" in wanted:
+            values["pesq"] = _pesq(ref.audio16k, audio16k)
+        for name, extended in (("stoi", False), ("estoi", True)):
+            if name in wanted:
+                values[name] = float(require(name).stoi(ref.audio16k, audio16k, METRIC_RATE, extended=extended))
+        if "mcd" in wanted:
+            values["mcd"] = _mcd(ref.audio16k, audio16k)
+        if "mrstft" in wanted:
+            if ref.stft is None:
+                ref.stft = _stft_magnitudes(clip.audio)
+            values["mrstft"] = multi_resolution_stft_distance(ref.stft, audio)
+        if "logmel_l1" in wanted:
+            values["logmel_l1"] = log_mel_distance(audio, clip.mel, self.convention)
+        if wanted & {"f0_rmse", "vuv_error"}:
+            if ref.pitch is None:
+                ref.pitch = _pitch(ref.audio16k)
+            rmse, vuv = _pitch_errors(ref.pitch, audio16k)
+            values.update({k: v for k, v in (("f0_rmse", rmse), ("vuv_error", vuv)) if k in wanted})
+        if "dnsmos_p808" in wanted:
+            values["dnsmos_p808"] = float(require("dnsmos_p808").run(audio16k, METRIC_RATE)["p808_mos"])
+        return {metric: values[metric] for metric in self.metrics}
+
+
+# -- clips ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EvaluationClip:
+    """One clip: its audio at the vocoder's rate and its mel in the vocoder's convention."""
+
+    name: str
+    path: Path
+    audio: np.ndarray
+    mel: np.ndarray
+
+    @property
+    def key(self) -> str:
+        return str(self.path)
+
+
+def clip_paths(data: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """Audio files of `data`: files as given, directories (wavs below them, or an LJSpeech folder's
+    listed clips, as for training)."""
+    from .dataset import find_wavs
+
+    roots = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    paths: list[Path] = []
+    for root in roots:
+        root = Path(root)
+        if root.is_dir():
+            paths.extend(find_wavs(root))
+        elif root.exists():
+            paths.append(root)
+        else:
+            raise ValueError(f"evaluation data not found: {root}")
+    if not paths:
+        raise ValueError("no evaluation data given")
+    return paths
+
+
+def load_clips(data: str | os.PathLike | Sequence[str | os.PathLike], convention: MelConvention,
+               max_seconds: float | None = None) -> tuple[list[EvaluationClip], list[dict[str, str]]]:
+    """(clips, skipped): each readable file at the convention's rate (resampled if need be), cut
+    to `max_seconds`, with its mel; a file that cannot be read is logged by name and skipped."""
+    from .audio import load_audio
+
+    clips, skipped, resampled = [], [], 0
+    paths = clip_paths(data)
+    names = [p.stem for p in paths]
+    for path in paths:
+        try:
+            audio, rate = load_audio(path)
+            if rate != convention.sample_rate:
+                audio, rate = load_audio(path, convention.sample_rate, resample=True)
+                resampled += 1
+            if max_seconds is not None:
+                audio = audio[:max(1, int(max_seconds * rate))]
+            mel = compute_mel(audio, convention)
+        except ValueError as error:
+            log.warning("skipped %s: %s", path, error)
+            skipped.append({"path": str(path), "reason": " ".join(str(error).split())})
+            continue
+        # Clips of the same name from different folders keep their folder in the name.
+        name = path.stem if names.count(path.stem) == 1 else f"{path.parent.name}/{path.stem}"
+        clips.append(EvaluationClip(name, path, audio, mel))
+    if resampled:
+        log.warning("resampled %d of %d clips to %d Hz, the vocoder's rate", resampled, len(paths),
+                    convention.sample_rate)
+    if not clips:
+        raise ValueError(f"none of the {len(paths)} evaluation files could be read")
+    return clips, skipped
+
+
+# -- the report -------------------------------------------------------------------------------------
+
+def _number(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+@dataclass
+class EvaluationReport:
+    """Per-clip scores (`rows`: clip, system, step, seconds and one value per metric), the skipped
+    files and the settings of the evaluation."""
+
+    metrics: tuple[str, ...]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Mean of each metric per system (and step), over the clips where it is defined."""
+        groups: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+        for row in self.rows:
+            groups.setdefault((row["system"], row["step"]), []).append(row)
+        summary = []
+        for (system, step), rows in groups.items():
+            entry: dict[str, Any] = {"system": system, "step": step, "clips": len(rows)}
+            for metric in self.metrics:
+                values = [r[metric] for r in rows if r[metric] is not None and math.isfinite(r[metric])]
+                entry[metric] = float(np.mean(values)) if values else math.nan
+            summary.append(entry)
+        return summary
+
+    def to_dict(self) -> dict[str, Any]:
+        clean = lambda rows: [{k: _number(v) for k, v in r.items()} for r in rows]  # noqa: E731 (NaN -> null)
+        return {"settings": self.settings, "metrics": list(self.metrics), "summary": clean(self.summary()),
+                "clips": clean(self.rows), "skipped": self.skipped}
+
+    def write_json(self, path: str | os.PathLike) -> Path:
+        with atomic_file(path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return Path(path)
+
+    def _write_csv(self, path: str | os.PathLike, rows: list[dict[str, Any]], columns: list[str]) -> Path:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if _number(v) is None else v for k, v in row.items()})
+        with atomic_file(path, suffix=".csv") as tmp:
+            tmp.write_text(buffer.getvalue())
+        return Path(path)
+
+    def write_csv(self, path: str | os.PathLike) -> Path:
+        """One row per clip and system."""
+        return self._write_csv(path, self.rows, ["clip", "system", "step", "seconds", *self.metrics])
+
+    def write_summary_csv(self, path: str | os.PathLike) -> Path:
+        """One row per system (and step): the means of `summary`."""
+        return self._write_csv(path, self.summary(), ["system", "step", "clips", *self.metrics])
+
+    def table(self) -> str:
+        """The summary as a Markdown table (arrows: which direction is better)."""
+        header = ["system", "step", "clips"] + [f"{m} {'↑' if HIGHER_IS_BETTER[m] else '↓'}" for m in self.metrics]
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for entry in self.summary():
+            cells = [entry["system"], "-" if entry["step"] is None else str(entry["step"]), str(entry["clips"])]
+            cells += ["-" if not math.isfinite(entry[m]) else f"{entry[m]:.3f}" for m in self.metrics]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+
+# -- evaluation -------------------------------------------------------------------------------------
+
+def _as_clips(data: Any, convention: MelConvention, max_seconds: float | None,
+              ) -> tuple[list[EvaluationClip], list[dict[str, str]]]:
+    if isinstance(data, (list, tuple)) and data and all(isinstance(c, EvaluationClip) for c in data):
+        return list(data), []
+    return load_clips(data, convention, max_seconds)
+
+
+def _progress(total: int, enabled: bool | None) -> Any:
+    """A tqdm bar on stderr (None: only on a terminal); a no-op without tqdm."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        tqdm = None
+    if tqdm is None or enabled is False:
+        return _NoProgress()
+    return tqdm(total=total, unit="clip", disable=None if enabled is None else not enabled, leave=False)
+
+
+class _NoProgress:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_description(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class _System:
+    """A way of making audio for each clip: synthesise(clip, clip index); prepare() runs first."""
+
+    name: str
+    step: int | None
+    synthesise: Callable[[EvaluationClip, int], np.ndarray]
+    prepare: Callable[[], None] | None = None
+
+
+def _run(systems: Sequence[_System], clips: Sequence[EvaluationClip], scorer: Scorer,
+         progress: bool | None) -> list[dict[str, Any]]:
+    rows = []
+    bar = _progress(len(systems) * len(clips), progress)
+    try:
+        for system in systems:
+            bar.set_description(system.name if system.step is None else f"{system.name} step {system.step}")
+            if system.prepare is not None:
+                system.prepare()
+            for index, clip in enumerate(clips):
+                audio = system.synthesise(clip, index)
+                rows.append({"clip": clip.name, "system": system.name, "step": system.step,
+                             "seconds": round(len(clip.audio) / scorer.convention.sample_rate, 3),
+                             **scorer.score(clip, audio)})
+                bar.update(1)
+    finally:
+        bar.close()
+    return rows
+
+
+def _reference_systems(convention: MelConvention, baseline: str | None, ground_truth: bool, seed: int):
+    if baseline is not None and baseline not in BASELINES:
+        raise ValueError(f"unknown baseline {baseline!r}; known: {', '.join(BASELINES)}")
+    systems = []
+    if baseline == "griffin-lim":
+        from .griffin_lim import griffin_lim
+
+        systems.append(_System(GRIFFIN_LIM, None, lambda clip, i: griffin_lim(clip.mel, convention, seed=seed + i)))
+    if ground_truth:
+        systems.append(_System(GROUND_TRUTH, None, lambda clip, i: clip.audio))
+    return systems
+
+
+def _vocoding(vocoder: Any, steps: Any, seed: int) -> Callable[[EvaluationClip, int], np.ndarray]:
+    return lambda clip, i: vocoder.vocode(clip.mel, steps=steps, seed=seed + i)
+
+
+def evaluate(vocoder: Any, clips: Any, steps: Any = "fast", baseline: str | None = "griffin-lim",
+             metrics: Sequence[str] | None = None, seed: int = 0, max_seconds: float | None = None,
+             ground_truth: bool = True, progress: bool | None = None) -> EvaluationReport:
+    """Vocode each clip's own mel with `vocoder` (a `Vocoder`) and score it against the clip.
+
+    clips: wav files, directories or LJSpeech folders (or `EvaluationClip`s); unreadable files are
+    skipped and listed in the report. steps: the vocoder's schedule ('fast', 'full' or betas).
+    baseline: 'griffin-lim' or None. ground_truth: also score the clip itself (the ceiling).
+    seed: clip i is vocoded with seed + i. max_seconds: score only the start of long clips.
+    progress: a progress bar on stderr (None: when stderr is a terminal).
+    """
+    convention = vocoder.mel_convention
+    scorer = Scorer(convention, metrics)
+    loaded, skipped = _as_clips(clips, convention, max_seconds)
+    systems = [_System(OURS, vocoder.metadata.get("training_step"), _vocoding(vocoder, steps, seed)),
+               *_reference_systems(convention, baseline, ground_truth, seed)]
+    rows = _run(systems, loaded, scorer, progress)
+    settings = {"steps": steps, "seed": seed, "baseline": baseline, "max_seconds": max_seconds,
+                "sample_rate": convention.sample_rate, "metadata": vocoder.metadata}
+    return EvaluationReport(scorer.metrics, rows, skipped, settings)
+
+
+def evaluate_run(run_dir: str | os.PathLike, clips: Any, steps: Any = "fast", baseline: str | None = "griffin-lim",
+                 metrics: Sequence[str] | None = None, seed: int = 0, max_seconds: float | None = None,
+                 ground_truth: bool = True, progress: bool | None = None) -> EvaluationReport:
+    """Score every checkpoint of a training run (`checkpoints/step-*`, oldest first) on the same
+    clips, seeds and metrics: rows of system 'diffwave' carry their step, so `summary()` has one
+    entry per step (quality over training). The baseline and ground truth are scored once."""
+    from .learner import CHECKPOINTS_DIR, load_for_export
+    from .training_checkpoints import CheckpointStore
+
+    store = CheckpointStore(Path(run_dir) / CHECKPOINTS_DIR)
+    steps_found = store.steps()
+    if not steps_found:
+        raise ValueError(f"{run_dir} has no training checkpoints ({CHECKPOINTS_DIR}/step-*)")
+    vocoder = load_for_export(store.path(steps_found[0]))
+    convention = vocoder.mel_convention
+    scorer = Scorer(convention, metrics)
+    loaded, skipped = _as_clips(clips, convention, max_seconds)
+
+    def loader(step: int) -> Callable[[], None]:
+        def load() -> None:  # into the same model, so that its traced sampler is reused
+            checkpoint = load_for_export(store.path(step))
+            if checkpoint.config != vocoder.config:
+                raise ValueError(f"checkpoint {store.path(step)} has another model config than "
+                                 f"{store.path(steps_found[0])}")
+            vocoder.model.set_weights(checkpoint.model.get_weights())
+        return load
+
+    synthesise = _vocoding(vocoder, steps, seed)
+    systems = [_System(OURS, step, synthesise, loader(step) if step != steps_found[0] else None)
+               for step in steps_found]
+    systems += _reference_systems(convention, baseline, ground_truth, seed)
+    rows = _run(systems, loaded, scorer, progress)
+    settings = {"run": str(run_dir), "checkpoint_steps": steps_found, "steps": steps, "seed": seed,
+                "baseline": baseline, "max_seconds": max_seconds, "sample_rate": convention.sample_rate}
+    return EvaluationReport(scorer.metrics, rows, skipped, settings)
+
+
+__all__ = ["evaluate", "evaluate_run", "EvaluationReport", "EvaluationClip", "Scorer", "load_clips", "clip_paths",
+           "log_mel_distance", "multi_resolution_stft_distance", "METRICS", "HIGHER_IS_BETTER", "require"]

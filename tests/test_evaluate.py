@@ -1,0 +1,183 @@
+"""Evaluation on real (synthesised) speech: metric ranges and relations, the Griffin-Lim baseline, the
+ground-truth ceiling, unreadable clips, outputs, the CLI and scoring a training run's checkpoints."""
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from diffwave_vocoder.evaluate import (GRIFFIN_LIM, GROUND_TRUTH, METRICS, OURS, evaluate, evaluate_run, load_clips,
+                                       multi_resolution_stft_distance, require)
+from diffwave_vocoder.griffin_lim import griffin_lim
+from diffwave_vocoder.mel import MelConvention, compute_mel
+
+CLIP_SECONDS = 1.5
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "diffwave_vocoder.cli", *map(str, args)], capture_output=True,
+                          text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+@pytest.fixture(scope="module")
+def wavs(speech_corpus):
+    return sorted((speech_corpus / "wavs").glob("*.wav"))
+
+
+@pytest.fixture(scope="module")
+def report(small_vocoder, wavs):
+    """Every metric, three short clips, the random small model against Griffin-Lim and the ground truth."""
+    return evaluate(small_vocoder, wavs[:3], max_seconds=CLIP_SECONDS, progress=False)
+
+
+def means(report):
+    return {entry["system"]: entry for entry in report.summary()}
+
+
+def test_ground_truth_scores_the_ceiling(report):
+    truth = means(report)[GROUND_TRUTH]
+    assert truth["clips"] == 3
+    assert truth["pesq"] == pytest.approx(4.64, abs=0.01)
+    assert truth["stoi"] == pytest.approx(1.0, abs=1e-6) and truth["estoi"] == pytest.approx(1.0, abs=1e-6)
+    for metric in ("mcd", "mrstft", "logmel_l1", "f0_rmse", "vuv_error"):
+        assert truth[metric] == pytest.approx(0.0, abs=1e-6), metric
+    assert 2.0 < truth["dnsmos_p808"] < 5.0
+
+
+def test_griffin_lim_is_intelligible_and_far_above_a_random_model(report):
+    summary = means(report)
+    gl, ours, truth = summary[GRIFFIN_LIM], summary[OURS], summary[GROUND_TRUTH]
+    assert gl["stoi"] > 0.9 and gl["estoi"] > 0.8 and 2.5 < gl["pesq"] < 4.0
+    assert gl["stoi"] > ours["stoi"] + 0.3 and gl["pesq"] > ours["pesq"] + 1.0
+    for metric in ("mcd", "mrstft", "logmel_l1", "f0_rmse", "vuv_error"):
+        assert gl[metric] < ours[metric], metric
+    assert gl["logmel_l1"] < 0.03  # Griffin-Lim's audio has nearly the clip's own mel
+    assert ours["dnsmos_p808"] < gl["dnsmos_p808"] < truth["dnsmos_p808"]
+    assert 1.0 <= ours["pesq"] < 1.5 and ours["stoi"] < 0.7
+
+
+def test_every_metric_is_reported_for_every_clip_and_system(report, wavs):
+    assert report.metrics == METRICS
+    assert [(r["system"], r["clip"]) for r in report.rows] == [
+        (system, wav.stem) for system in (OURS, GRIFFIN_LIM, GROUND_TRUTH) for wav in wavs[:3]]
+    for row in report.rows:
+        assert row["seconds"] == CLIP_SECONDS
+        # F0 RMSE is undefined (NaN) where no frame is voiced in both, as for noise-like audio.
+        defined = [m for m in METRICS if not (m == "f0_rmse" and row["system"] == OURS)]
+        assert all(np.isfinite(row[m]) for m in defined), row
+
+
+def test_griffin_lim_has_the_vocoders_length_and_reproduces_the_mel(wavs):
+    convention = MelConvention()
+    clip = load_clips(wavs[0], convention, max_seconds=1.0)[0][0]
+    audio = griffin_lim(clip.mel, convention, seed=3)
+    assert audio.dtype == np.float32 and len(audio) == len(clip.mel) * convention.hop_length
+    assert np.array_equal(audio, griffin_lim(clip.mel, convention, seed=3))
+    assert np.mean(np.abs(compute_mel(audio[:len(clip.audio)], convention) - clip.mel)) < 0.03
+    with pytest.raises(ValueError, match=r"expected a \(frames, 80\) mel"):
+        griffin_lim(clip.mel.T, convention)
+
+
+def test_multi_resolution_stft_distance_grows_with_the_error(wavs):
+    clip = load_clips(wavs[0], MelConvention(), max_seconds=1.0)[0][0]
+    noise = np.random.default_rng(0).normal(0, 1, len(clip.audio)).astype(np.float32)
+    small, large = (multi_resolution_stft_distance(clip.audio, clip.audio + level * noise) for level in (1e-3, 1e-1))
+    assert multi_resolution_stft_distance(clip.audio, clip.audio) == 0.0 and 0 < small < large
+
+
+def test_a_missing_metric_package_names_the_eval_extra(monkeypatch):
+    import importlib
+
+    real = importlib.import_module
+
+    def without_pesq(name, *args):
+        if name == "pesq":
+            raise ImportError("No module named 'pesq'")
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", without_pesq)
+    with pytest.raises(ImportError, match=r"metric pesq needs pesq .*pip install 'diffwave-vocoder\[eval\]'"):
+        require("pesq")
+    assert require("mrstft") is None
+    with pytest.raises(ValueError, match="unknown metric 'psq'"):
+        require("psq")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, small_vocoder):
+    path = tmp_path_factory.mktemp("evaluate") / "model"
+    small_vocoder.save(path)
+    return path
+
+
+def test_cli_skips_an_unreadable_clip_by_name_and_writes_json_and_csv(tmp_path, checkpoint, wavs):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(wavs[0], data / "good.wav")
+    (data / "broken.wav").write_bytes(b"RIFF not really a wav")
+    out = tmp_path / "out"
+    result = run_cli("evaluate", "--model", checkpoint, data, "--metrics", "stoi,logmel_l1", "--max-seconds", 1,
+                     "--json", out / "report.json", "--csv", out / "clips.csv", "--summary-csv", out / "summary.csv")
+    assert result.returncode == 0, result.stderr
+    assert "broken.wav" in result.stderr and "Traceback" not in result.stderr
+    assert "| griffin-lim | - | 1 |" in result.stdout and f"wrote {out / 'report.json'}" in result.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert [s["path"] for s in report["skipped"]] == [str(data / "broken.wav")]
+    assert report["metrics"] == ["stoi", "logmel_l1"]
+    systems = (OURS, GRIFFIN_LIM, GROUND_TRUTH)
+    assert [(r["system"], r["clip"]) for r in report["clips"]] == [(s, "good") for s in systems]
+    rows = list(csv.DictReader((out / "clips.csv").open()))
+    assert [r["system"] for r in rows] == [OURS, GRIFFIN_LIM, GROUND_TRUTH]
+    assert float(rows[2]["stoi"]) == pytest.approx(1.0) and float(rows[1]["stoi"]) > 0.8
+    summary = list(csv.DictReader((out / "summary.csv").open()))
+    assert list(summary[0]) == ["system", "step", "clips", "stoi", "logmel_l1"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # atomic writes leave no temporaries
+
+
+@pytest.mark.parametrize("args, message", [
+    (("DATA",), "no model given"),
+    (("--model", "MODEL", "--run", "RUN", "DATA"), "not both"),
+    (("--model", "MODEL", "MISSING"), "evaluation data not found"),
+    (("--model", "MISSING", "DATA"), "checkpoint not found"),
+    (("--model", "MODEL", "DATA", "--metrics", "pesq,psq"), "unknown metric(s) psq"),
+])
+def test_cli_errors_are_one_line(tmp_path, checkpoint, wavs, capsys, args, message):
+    from diffwave_vocoder.cli import main
+
+    names = {"MODEL": checkpoint, "RUN": tmp_path, "DATA": wavs[0], "MISSING": tmp_path / "missing"}
+    argv = ["evaluate", *(str(names.get(a, a)) for a in args), "--json", str(tmp_path / "out.json")]
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's usage errors
+        code = exit_.code
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code != 0 and captured.out == ""
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in captured.err, captured.err
+    assert not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.slow  # trains a tiny run, then scores it in-process and through the CLI (~1 min on 2 cores)
+def test_evaluate_run_gives_one_summary_row_per_checkpoint(speech_corpus, tmp_path, wavs):
+    from diffwave_vocoder.learner import Trainer, TrainingSettings
+    from diffwave_vocoder.params import DiffWaveConfig
+
+    run = tmp_path / "run"
+    tiny = DiffWaveConfig(residual_channels=8, residual_layers=4, dilation_cycle_length=2)
+    Trainer(run, speech_corpus, config=tiny, settings=TrainingSettings(
+        max_steps=4, batch_size=4, crop_frames=8, checkpoint_every=2, val_fraction=0.0, learning_rate=1e-2)).fit()
+    report = evaluate_run(run, wavs[:2], metrics=["logmel_l1"], baseline=None, ground_truth=False,
+                          max_seconds=0.5, progress=False)
+    assert [(e["system"], e["step"], e["clips"]) for e in report.summary()] == [(OURS, 2, 2), (OURS, 4, 2)]
+    first, second = (e["logmel_l1"] for e in report.summary())
+    assert first != second  # each row scores its own checkpoint's weights
+    result = run_cli("evaluate", "--run", run, wavs[0], "--metrics", "logmel_l1,stoi", "--max-seconds", 0.5,
+                     "--baseline", "none", "--summary-csv", tmp_path / "steps.csv")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader((tmp_path / "steps.csv").open()))
+    assert [(r["system"], r["step"]) for r in rows] == [(OURS, "2"), (OURS, "4"), (GROUND_TRUTH, "")]
+    assert float(rows[0]["logmel_l1"]) == pytest.approx(report.rows[0]["logmel_l1"], rel=1e-5)

@@ -1,0 +1,106 @@
+"""Fine-tuning (`train --init-from`): a run that starts from a checkpoint's weights with a fresh optimizer."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from diffwave_vocoder.learner import Trainer, TrainingSettings, load_for_export
+from diffwave_vocoder.params import DiffWaveConfig
+from diffwave_vocoder.vocoder import Vocoder, load_vocoder
+
+TINY = DiffWaveConfig(residual_channels=8, residual_layers=4, dilation_cycle_length=2)
+BASE = dict(batch_size=4, crop_frames=8, checkpoint_every=2, val_vocode_clips=0, learning_rate=5e-3)
+
+
+def settings(**changes) -> TrainingSettings:
+    return TrainingSettings(**{**BASE, **changes})
+
+
+@pytest.fixture(scope="module")
+def val(speech_corpus, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("val")
+    shutil.copy(sorted((speech_corpus / "wavs").glob("*.wav"))[0], directory / "held-out.wav")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A vocoder checkpoint unlike a fresh model: its output layer (zero in a fresh one) is random and biased."""
+    vocoder = Vocoder.from_config(TINY, seed=3)
+    layer = vocoder.model.get_layer("output_projection")
+    layer.set_weights([np.random.default_rng(0).normal(0, 0.3, layer.kernel.shape).astype("float32"),
+                       np.full(layer.bias.shape, 0.5, "float32")])
+    vocoder.metadata = {"source": "test", "training_step": 6}
+    return vocoder.save(tmp_path_factory.mktemp("pretrained") / "vocoder")
+
+
+def test_fine_tuning_starts_at_the_checkpoints_validation_loss(speech_corpus, val, pretrained, tmp_path):
+    fresh = Trainer(tmp_path / "fresh", speech_corpus, val=val, config=TINY, settings=settings(max_steps=2))
+    fresh_loss = fresh.validate(0, None)
+    fresh.model.set_weights(load_vocoder(pretrained).model.get_weights())
+    checkpoint_loss = fresh.validate(0, None)
+    assert abs(checkpoint_loss - fresh_loss) > 0.05
+    tuned = Trainer(tmp_path / "tuned", speech_corpus, val=val,
+                    settings=settings(max_steps=2, init_from=str(pretrained)))
+    assert tuned.config == TINY  # no config given: the checkpoint's
+    assert tuned.validate(0, None) == pytest.approx(checkpoint_loss, rel=1e-6)
+    result = tuned.fit()
+    assert abs(result.validation_loss - checkpoint_loss) < abs(result.validation_loss - fresh_loss)
+    metadata = load_vocoder(result.exported).metadata
+    assert metadata["training_step"] == 2
+    assert metadata["init_from"]["path"] == str(pretrained)
+    assert metadata["init_from"]["metadata"]["training_step"] == 6  # the init checkpoint's own provenance
+    assert json.loads((tmp_path / "tuned" / "training.json").read_text())["init_from"] == str(pretrained)
+
+
+def test_resuming_a_fine_tuning_run_resumes_it(speech_corpus, pretrained, tmp_path):
+    checkpoint = pretrained
+    init = tmp_path / "init"
+    shutil.copytree(checkpoint, init)
+    fine_tune = dict(val_fraction=0.0, init_from=str(init))
+    uninterrupted = Trainer(tmp_path / "uninterrupted", speech_corpus, settings=settings(max_steps=4, **fine_tune))
+    uninterrupted.fit()
+    run = tmp_path / "run"
+    Trainer(run, speech_corpus, settings=settings(max_steps=2, **fine_tune)).fit()
+    shutil.rmtree(init)  # a resumed run needs only its own checkpoints
+    resumed = Trainer(run, speech_corpus, settings=settings(max_steps=4, **fine_tune))
+    result = resumed.fit()
+    assert result.step == 4
+    for a, b in zip(resumed.model.get_weights(), uninterrupted.model.get_weights()):
+        assert np.abs(a - b).max() <= 1e-5
+    assert load_vocoder(result.exported).metadata["init_from"]["path"] == str(init)  # provenance kept
+    assert load_for_export(run / "checkpoints" / "step-000000004").metadata["init_from"]["path"] == str(init)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"residual_channels": 16}, "sizes: residual_channels 8 (checkpoint) vs 16 (run)"),
+    ({"fmax": 8000.0}, "mel convention: fmax None (checkpoint) vs 8000.0 (run)"),
+])
+def test_a_checkpoint_of_another_model_is_refused_in_one_line(speech_corpus, pretrained, tmp_path, capsys, change,
+                                                              message):
+    from diffwave_vocoder.cli import main
+
+    checkpoint = pretrained
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**TINY.to_dict(), **change}))
+    code = main(["train", str(tmp_path / "run"), str(speech_corpus), "--init-from", str(checkpoint),
+                 "--config", str(config), "--max-steps", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"cannot fine-tune from {checkpoint}" in err and message in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_cli_fine_tunes_from_a_checkpoint_with_its_config(speech_corpus, pretrained, tmp_path, capsys):
+    from diffwave_vocoder.cli import main
+
+    checkpoint = pretrained
+    run = tmp_path / "run"
+    assert main(["train", str(run), str(speech_corpus), "--init-from", str(checkpoint), "--max-steps", "1",
+                 "--batch-size", "4", "--crop-frames", "8", "--val-fraction", "0"]) == 0
+    captured = capsys.readouterr()
+    assert "fine-tuning: starting from the weights of" in captured.err and "trained to step 1" in captured.out
+    assert DiffWaveConfig.from_json((run / "config.json").read_text()) == TINY
+    assert main(["train", str(tmp_path / "other"), str(speech_corpus), "--init-from", str(tmp_path / "missing")]) == 1
+    assert "init checkpoint not found" in capsys.readouterr().err
