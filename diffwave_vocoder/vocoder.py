@@ -110,7 +110,7 @@ class Vocoder:
             raise ValueError("this vocoder is unconditional: it takes no mel; use generate()")
         if adapter is not None:
             mel, layout = self._adapt(mel, adapter, layout), "tf"
-        mels, single = as_mel_list(mel, self.n_mels, layout)
+        mels, single = as_mel_list(mel, self.n_mels, layout, self.mel_convention.value_range())
         frames = np.array([m.shape[0] for m in mels])
         batch = np.zeros((len(mels), frames.max(), self.n_mels), np.float32)
         for i, m in enumerate(mels):
