@@ -385,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         runner = Runner(work, data, {**SETTINGS, "max_steps": max_steps})
         rng = random.Random(args.seed)
         figures = kill_suite(runner, args.kills, rng)
+        if args.json:  # the kill figures, before the corrupt-data part runs
+            args.json.write_text(json.dumps(figures, indent=2) + "\n")
         if not args.no_corrupt:
             figures["corrupt_data"] = corrupt_suite(runner, rng)
             figures["passed"] = figures["passed"] and figures["corrupt_data"]["passed"]
