@@ -52,6 +52,15 @@ def _publish_directory(path: Path, umask: int) -> None:
     os.chmod(path, 0o777 & ~umask)
 
 
+def _make_parent(target: Path) -> None:
+    for parent in (target.parent, *target.parent.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"cannot write {target}: {parent} is a file, not a directory")
+            break
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+
 def _exchange(a: Path, b: Path) -> bool:
     """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
     if not sys.platform.startswith("linux"):
@@ -72,7 +81,7 @@ def atomic_file(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     `suffix` lets writers that insist on a file extension (soundfile, numpy) see one.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -94,7 +103,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     target = Path(path)
     if target.exists() and not target.is_dir():
         raise ValueError(f"cannot write a checkpoint directory at {target}: a file is in the way")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp

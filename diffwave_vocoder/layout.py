@@ -89,6 +89,29 @@ def check_value_range(mels: Sequence[np.ndarray], expected: tuple[float, float],
     return False
 
 
+def check_weights_fit(model: Any, path: Any) -> None:
+    """Raise ValueError if a Keras .weights.h5 file holds arrays of other shapes than `model`'s
+    weights (a config and weights from different models), before Keras reports it layer by layer."""
+    import h5py
+
+    shapes: list[tuple[int, ...]] = []
+    try:
+        with h5py.File(path, "r") as file:
+            file.visititems(lambda _, item: shapes.append(tuple(item.shape))
+                            if isinstance(item, h5py.Dataset) else None)
+    except OSError:
+        return  # unreadable: loading reports it
+    expected = [tuple(w.shape) for w in model.weights]
+    if sorted(shapes) == sorted(expected):
+        return
+    count = lambda found: sum(int(np.prod(s)) for s in found)  # noqa: E731
+    missing = sorted(set(expected) - set(shapes)) or sorted(set(shapes) - set(expected))
+    raise ValueError(f"the weights in {path} do not fit the model its config.json describes: the file holds "
+                     f"{count(shapes):,} parameters in {len(shapes)} arrays, the config gives {count(expected):,} in "
+                     f"{len(expected)} (e.g. shape {missing[0] if missing else '?'} is on one side only); config "
+                     "and weights come from different models")
+
+
 def as_mel_list(mel: Any, n_mels: int, layout: str = "tf",
                 value_range: tuple[float, float] | None = None) -> tuple[list[np.ndarray], bool]:
     """Normalise input to a list of (frames, n_mels) float32 arrays.

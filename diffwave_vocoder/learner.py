@@ -446,7 +446,7 @@ class Trainer:
             try:
                 state = read_state(path)
                 self._checkpoint().read(str(path / VARIABLES_PREFIX)).assert_existing_objects_matched()
-            except (ValueError, tf.errors.OpError, AssertionError) as error:
+            except (ValueError, IndexError, tf.errors.OpError, AssertionError) as error:  # IndexError: a short file
                 log.warning("cannot restore %s (%s); trying an older checkpoint", path, " ".join(str(error).split()))
                 continue
             if state.get("data_fingerprint") != self.train_clips.fingerprint():
@@ -653,7 +653,7 @@ def load_for_export(src: str | os.PathLike) -> Vocoder:
     try:
         tf.train.Checkpoint(model=model).read(str(root / VARIABLES_PREFIX)).expect_partial() \
             .assert_existing_objects_matched()
-    except (tf.errors.OpError, AssertionError, ValueError) as error:
+    except (tf.errors.OpError, AssertionError, ValueError, IndexError) as error:
         raise ValueError(f"cannot read the weights of training checkpoint {root}: {' '.join(str(error).split())}") \
             from None
     return Vocoder(model, config, {"training_step": int(state["step"]), "source": "diffwave-vocoder train"})

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import __version__  # noqa: F401 (defined before any submodule import)
 from .atomic import atomic_directory
-from .layout import as_mel_list
+from .layout import as_mel_list, check_weights_fit
 from .mel import MelConvention
 from .model import build_model
 from .params import DiffWaveConfig
@@ -188,6 +188,7 @@ def load_vocoder(path: str | os.PathLike) -> Vocoder:
     weights = root / WEIGHTS_FILE
     if not weights.is_file():
         raise ValueError(f"checkpoint {root} has no {WEIGHTS_FILE}")
+    check_weights_fit(model, weights)
     try:
         model.load_weights(weights)
     except (OSError, ValueError) as error:
