@@ -248,11 +248,10 @@ class StorageError(RuntimeError):
 
 
 def _size(num_bytes: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if num_bytes < 1000 or unit == "GB":
-            return f"{num_bytes:.0f} {unit}" if unit == "bytes" else f"{num_bytes:.1f} {unit}"
-        num_bytes /= 1000
-    raise AssertionError("unreachable")
+    power = min(int(math.log10(max(num_bytes, 1.0))) // 3, 3)
+    if power == 0:
+        return f"{num_bytes:.0f} bytes"
+    return f"{num_bytes / 1000 ** power:.1f} {('KB', 'MB', 'GB')[power - 1]}"
 
 
 def _variable_bytes(variables: Sequence[Any]) -> int:
