@@ -609,12 +609,17 @@ class Trainer:
         """The current weights in the inference format (float32, whatever the training precision)."""
         self._sync_vocoder()
         self.vocoder.metadata = {"training_step": step, "source": "diffwave-vocoder train"}
+        what, where = f"the vocoder checkpoint {Path(path).name}", Path(path).parent
+        needed = int(1.1 * _variable_bytes(self.vocoder.model.weights)) + 65536  # HDF5's overhead included
+        intact = f"The checkpoints in {self.store.directory} are intact"
+        # Checked first: HDF5 can crash its process when a write fails for want of space.
+        with contextlib.suppress(OSError):
+            if where.is_dir() and shutil.disk_usage(where).free < needed:
+                raise _storage_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), what, where, needed, intact)
         try:
             return self.vocoder.save(path)
         except (OSError, tf.errors.OpError) as error:
-            needed = _variable_bytes(self.vocoder.model.weights) + 4096
-            raise _storage_error(error, f"the vocoder checkpoint {Path(path).name}", Path(path).parent, needed,
-                                f"The checkpoints in {self.store.directory} are intact") from None
+            raise _storage_error(error, what, where, needed, intact) from None
 
 
 def train(model_dir: str | os.PathLike, data: str | os.PathLike | Sequence[str | os.PathLike],

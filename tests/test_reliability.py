@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -15,7 +16,6 @@ import warnings
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from diffwave_vocoder.atomic import atomic_directory
 from diffwave_vocoder.audio import save_audio
@@ -266,3 +266,28 @@ def test_mels_in_range_or_slightly_over_give_no_warning_and_nan_is_still_an_erro
     bad[1, 2] = np.nan
     with pytest.raises(ValueError, match="NaN or Inf"):
         small_vocoder.vocode(bad)
+
+
+def test_a_full_disk_at_the_export_stops_with_one_message_and_the_same_command_exports_later(
+        speech_corpus, tmp_path, monkeypatch):
+    with small_disk(tmp_path / "disk", 16 * 2 ** 20) as disk:
+        root = disk or tmp_path
+        run = root / "run"
+        Trainer(run, speech_corpus, config=TINY, settings=settings()).fit()
+        shutil.rmtree(run / "vocoder")
+        if disk is not None:
+            filler = fill(disk, leave=200 * 1024)  # less than the vocoder's 1.5 MB
+        else:  # no mount here: the writer fails instead
+            def full(self, path):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            monkeypatch.setattr(Vocoder, "save", full)
+        with pytest.raises(StorageError, match=rf"^cannot write the vocoder checkpoint vocoder in {run}: No space "
+                                               r"left on device; it needs about 1\.\d MB, .* free there\. The "
+                                               r"checkpoints in .* are intact"):
+            Trainer(run, speech_corpus, settings=settings()).fit()
+        assert hidden(run) == [] and not (run / "vocoder").exists()
+        if disk is not None:
+            filler.unlink()
+        else:
+            monkeypatch.undo()
+        assert Trainer(run, speech_corpus, settings=settings()).fit().exported == run / "vocoder"
