@@ -73,8 +73,7 @@ def _validate(mel: np.ndarray, index: int | None) -> np.ndarray:
     return np.ascontiguousarray(mel, dtype=np.float32)
 
 
-def check_value_range(mels: Sequence[np.ndarray], expected: tuple[float, float], what: str = "",
-                      stacklevel: int = 3) -> bool:
+def check_value_range(mels: Sequence[np.ndarray], expected: tuple[float, float], stacklevel: int = 3) -> bool:
     """Warn once (MelRangeWarning) if the mels' values stray well outside `expected`; returns
     whether they were within it (plus RANGE_MARGIN of its width on either side)."""
     low, high = min(float(m.min()) for m in mels), max(float(m.max()) for m in mels)
@@ -82,7 +81,7 @@ def check_value_range(mels: Sequence[np.ndarray], expected: tuple[float, float],
     if expected[0] - margin <= low and high <= expected[1] + margin:
         return True
     warnings.warn(
-        f"mel values span [{low:.4g}, {high:.4g}] but {what or 'the vocoder'} expects mels in "
+        f"mel values span [{low:.4g}, {high:.4g}] but the vocoder expects mels in "
         f"[{expected[0]:.4g}, {expected[1]:.4g}]: this looks like another toolkit's mel (z-scored, natural-log "
         "and dB mels are common), which vocodes as noise; convert it with --adapter NAME (Python: adapter=NAME; "
         "`diffwave-vocoder plugins` lists them)", MelRangeWarning, stacklevel=stacklevel)
