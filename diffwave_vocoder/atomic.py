@@ -4,17 +4,23 @@ Files are written to a temporary sibling, flushed to disk and renamed over the t
 (checkpoints) are written to a temporary sibling too and swapped with the target in one atomic
 renameat2(RENAME_EXCHANGE) on Linux; elsewhere with two renames, where a crash between the two
 leaves the previous version intact beside the target under a `.<name>.old-*` name.
+
+The temporaries are created private (mkstemp/mkdtemp: 0600/0700); before they take the target's
+place they get the permissions an ordinary `open`/`mkdir` would give under the process umask, so
+a checkpoint, SavedModel or wav is readable by whoever the umask lets read it. A crash leaves only
+hidden `.<name>.*` temporaries, which `remove_leftovers` deletes.
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import glob
 import os
 import sys
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 
 def _fsync_directory(path: Path) -> None:
@@ -23,6 +29,36 @@ def _fsync_directory(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def current_umask() -> int:
+    """The process umask (read from /proc on Linux, where changing it to read it would race threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _publish_file(path: Path, umask: int) -> None:
+    os.chmod(path, 0o666 & ~umask)
+
+
+def _publish_directory(path: Path, umask: int) -> None:
+    os.chmod(path, 0o777 & ~umask)
+
+
+def _make_parent(target: Path) -> None:
+    for parent in (target.parent, *target.parent.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"cannot write {target}: {parent} is a file, not a directory")
+            break
+    target.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -45,7 +81,7 @@ def atomic_file(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     `suffix` lets writers that insist on a file extension (soundfile, numpy) see one.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -53,6 +89,7 @@ def atomic_file(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        _publish_file(tmp_path, current_umask())
         os.replace(tmp_path, target)
         _fsync_directory(target.parent)
     finally:
@@ -66,10 +103,11 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     target = Path(path)
     if target.exists() and not target.is_dir():
         raise ValueError(f"cannot write a checkpoint directory at {target}: a file is in the way")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
+        _publish_directory(tmp, current_umask())  # what the writers created inside already follows the umask
         for child in tmp.rglob("*"):  # nested too: an exported SavedModel has variables/, assets/
             if child.is_dir():
                 _fsync_directory(child)
@@ -90,3 +128,19 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def remove_leftovers(directory: str | os.PathLike, names: Iterable[str]) -> list[Path]:
+    """Delete the temporaries a killed atomic write of `directory/<name>` left (`.<name>.*.tmp*`,
+    `.<name>.old-*`); returns what was removed."""
+    root = Path(directory)
+    if not root.is_dir():
+        return []
+    removed = []
+    for name in names:
+        for child in root.glob(f".{glob.escape(name)}.*"):
+            rest = child.name[len(name) + 2:]
+            if ".tmp" in rest or rest.startswith("old-"):
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+                removed.append(child)
+    return removed

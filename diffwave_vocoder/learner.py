@@ -8,16 +8,20 @@ What the reference (and the earlier TF port) lacked is around it: every random c
 function of the global example index (dataset.py), checkpoints are atomic and carry the data
 position (training_checkpoints.py), so a run killed at any moment resumes from its last checkpoint
 and ends with the weights an uninterrupted run would have; one progress line covers the whole run;
-any checkpoint exports to the inference format `Vocoder.save` writes.
+any checkpoint exports to the inference format `Vocoder.save` writes. One trainer at a time works on
+a run directory (run_lock.py), and a save that fails for lack of space or an I/O error stops the
+run with one message saying what was needed where, the previous checkpoint intact.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import math
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -31,12 +35,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .atomic import atomic_file
+from .atomic import atomic_file, remove_leftovers
 from .dataset import ClipSet, evaluation_dataset, example_indices, make_dataset
 from .distribute import is_chief, make_strategy
 from .mel import compute_mel
 from .model import build_model
 from .params import DiffWaveConfig, strict_from_dict
+from .run_lock import RunLock
 from .tensorboard_log import SummaryLog
 from .training_checkpoints import (CheckpointStore, VARIABLES_PREFIX, is_training_checkpoint, read_state)
 from .vocoder import CONFIG_FILE, Vocoder, load_vocoder
@@ -276,6 +281,37 @@ class TrainingResult:
     validation_loss: float | None
 
 
+class StorageError(RuntimeError):
+    """A save failed (no space left, quota, I/O error); what was saved before is intact."""
+
+
+def _size(num_bytes: float) -> str:
+    power = min(int(math.log10(max(num_bytes, 1.0))) // 3, 3)
+    if power == 0:
+        return f"{num_bytes:.0f} bytes"
+    return f"{num_bytes / 1000 ** power:.1f} {('KB', 'MB', 'GB')[power - 1]}"
+
+
+def _variable_bytes(variables: Sequence[Any]) -> int:
+    return sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in variables)
+
+
+def _storage_error(error: Exception, what: str, directory: Path, needed: int, intact: str) -> StorageError:
+    """One message for a failed write: why, how much it needed, how much is free, what is intact."""
+    known = [os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES)]
+    if isinstance(error, OSError) and error.errno:
+        reason = os.strerror(error.errno)
+    else:  # TensorFlow's file errors carry the C library's message inside their own
+        message = " ".join(str(error).split())
+        reason = next((text for text in known if text in message), message)
+    try:
+        free = f"{_size(shutil.disk_usage(directory).free)} free there"
+    except OSError:
+        free = "free space unknown"
+    return StorageError(f"cannot write {what} in {directory}: {reason}; it needs about {_size(needed)}, {free}. "
+                        f"{intact} and no partial file was left: free space and run the same command to resume")
+
+
 class _StopRequest:
     """SIGINT/SIGTERM -> stop at the next step boundary with a checkpoint; a second one aborts."""
 
@@ -323,6 +359,8 @@ class Trainer:
             self.init_provenance = {"path": self.settings.init_from, "metadata": init.metadata}
         self.strategy = make_strategy(strategy)
         self.chief = is_chief(self.strategy)
+        if self.chief:
+            RunLock(self.model_dir).check()  # refuse before reading data; fit() takes the lock
         replicas = self.strategy.num_replicas_in_sync
         if self.settings.batch_size % replicas:
             raise ValueError(f"batch size {self.settings.batch_size} does not split evenly over {replicas} replicas")
@@ -391,10 +429,14 @@ class Trainer:
         return config, settings, init
 
     def _write_run_files(self) -> None:
-        with atomic_file(self.model_dir / CONFIG_FILE) as tmp:
-            tmp.write_text(self.config.to_json() + "\n")
-        with atomic_file(self.model_dir / SETTINGS_FILE) as tmp:
-            tmp.write_text(self.settings.to_json() + "\n")
+        texts = {CONFIG_FILE: self.config.to_json() + "\n", SETTINGS_FILE: self.settings.to_json() + "\n"}
+        for name, text in texts.items():
+            try:
+                with atomic_file(self.model_dir / name) as tmp:
+                    tmp.write_text(text)
+            except OSError as error:
+                raise _storage_error(error, name, self.model_dir, len(text.encode()),
+                                    "The run's previous files are intact") from None
 
     # -- graph-mode steps ---------------------------------------------------------------------------
 
@@ -460,7 +502,7 @@ class Trainer:
             try:
                 state = read_state(path)
                 self._checkpoint().read(str(path / VARIABLES_PREFIX)).assert_existing_objects_matched()
-            except (ValueError, tf.errors.OpError, AssertionError) as error:
+            except (ValueError, IndexError, tf.errors.OpError, AssertionError) as error:  # IndexError: a short file
                 log.warning("cannot restore %s (%s); trying an older checkpoint", path, " ".join(str(error).split()))
                 continue
             if state.get("data_fingerprint") != self.train_clips.fingerprint():
@@ -491,7 +533,14 @@ class Trainer:
             return self.store.path(step)
         path = self.store.path(step)
         if not path.exists():
-            self.store.save(step, state, files, checkpoint.write)
+            try:
+                self.store.save(step, state, files, checkpoint.write)
+            except (OSError, tf.errors.OpError) as error:
+                needed = _variable_bytes(list(self.model.variables) + list(self.optimizer.variables)) + sum(
+                    len(text.encode()) for text in files.values()) + 4096
+                latest = self.store.latest()
+                intact = f"The previous checkpoint {latest} is intact" if latest else "No checkpoint was written yet"
+                raise _storage_error(error, f"checkpoint {path.name}", self.store.directory, needed, intact) from None
         deleted = self.store.rotate(self.settings.keep_last, self.settings.keep_every)
         if deleted:
             log.debug("deleted checkpoints of steps %s", deleted)
@@ -553,13 +602,21 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------------------
 
     def fit(self) -> TrainingResult:
-        """Train to settings.max_steps (resuming if the run has checkpoints), then export."""
-        s = self.settings
-        if self.chief:
-            self.model_dir.mkdir(parents=True, exist_ok=True)
-            for leftover in self.store.remove_partial():
+        """Train to settings.max_steps (resuming if the run has checkpoints), then export.
+
+        The chief holds the run directory's lock throughout: a second trainer on the same run
+        directory is refused with `RunLockedError` naming this one's process."""
+        if not self.chief:
+            return self._fit()
+        with RunLock(self.model_dir):
+            for leftover in self.store.remove_partial() + remove_leftovers(
+                    self.model_dir, (CONFIG_FILE, SETTINGS_FILE, EXPORT_DIR)):
                 log.info("removed %s left by an interrupted save", leftover)
             self._write_run_files()
+            return self._fit()
+
+    def _fit(self) -> TrainingResult:
+        s = self.settings
         step, examples_seen = self._restore()
         summaries = {name: SummaryLog(self.model_dir / LOGS_DIR / name) for name in ("train", "validation")} \
             if self.chief else {}
@@ -621,7 +678,17 @@ class Trainer:
         """The current weights in the inference format (float32, whatever the training precision)."""
         self._sync_vocoder()
         self.vocoder.metadata = _training_metadata(step, self.init_provenance)
-        return self.vocoder.save(path)
+        what, where = f"the vocoder checkpoint {Path(path).name}", Path(path).parent
+        needed = int(1.1 * _variable_bytes(self.vocoder.model.weights)) + 65536  # HDF5's overhead included
+        intact = f"The checkpoints in {self.store.directory} are intact"
+        # Checked first: HDF5 can crash its process when a write fails for want of space.
+        with contextlib.suppress(OSError):
+            if where.is_dir() and shutil.disk_usage(where).free < needed:
+                raise _storage_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), what, where, needed, intact)
+        try:
+            return self.vocoder.save(path)
+        except (OSError, tf.errors.OpError) as error:
+            raise _storage_error(error, what, where, needed, intact) from None
 
 
 def _training_metadata(step: int, init_provenance: dict[str, Any] | None) -> dict[str, Any]:
@@ -667,7 +734,7 @@ def load_for_export(src: str | os.PathLike) -> Vocoder:
     try:
         tf.train.Checkpoint(model=model).read(str(root / VARIABLES_PREFIX)).expect_partial() \
             .assert_existing_objects_matched()
-    except (tf.errors.OpError, AssertionError, ValueError) as error:
+    except (tf.errors.OpError, AssertionError, ValueError, IndexError) as error:
         raise ValueError(f"cannot read the weights of training checkpoint {root}: {' '.join(str(error).split())}") \
             from None
     return Vocoder(model, config, _training_metadata(int(state["step"]), state.get("init_from")))
@@ -678,5 +745,5 @@ def export_checkpoint(src: str | os.PathLike, out: str | os.PathLike) -> Path:
     return load_for_export(src).save(out)
 
 
-__all__ = ["TrainingSettings", "Trainer", "TrainingResult", "train", "load_for_export", "export_checkpoint",
-           "load_config_file", "stored_run", "diffusion_loss", "noise_levels", "init_mismatch"]
+__all__ = ["TrainingSettings", "Trainer", "TrainingResult", "StorageError", "train", "load_for_export",
+           "export_checkpoint", "load_config_file", "stored_run", "diffusion_loss", "noise_levels", "init_mismatch"]

@@ -168,6 +168,16 @@ class MelConvention:
         """The compression's keyword arguments as a dict."""
         return dict(self.compression_params)
 
+    def value_range(self) -> tuple[float, float]:
+        """(lowest, highest) feature value this convention produces from audio in [-1, 1].
+
+        Silence gives the low end (the compression's floor). The high end bounds a full-scale
+        signal: no STFT magnitude exceeds the window's sum (scaled as the STFT is), and no mel band
+        exceeds its filter's weight sum times that. Both ends go through the compression per band,
+        so z-score statistics and clipping are accounted for.
+        """
+        return _value_range(self)
+
     def frames_for(self, num_samples: int) -> int:
         """Number of mel frames this convention yields for `num_samples` of audio."""
         if self.center:
@@ -187,6 +197,25 @@ def mel_filterbank(convention: MelConvention) -> np.ndarray:
 @functools.lru_cache(maxsize=32)
 def _window(kind: str, win_length: int, periodic: bool = True) -> np.ndarray:
     return scipy.signal.get_window(kind, win_length, fftbins=periodic).astype(np.float64)
+
+
+@functools.lru_cache(maxsize=32)
+def _value_range(convention: MelConvention) -> tuple[float, float]:
+    window = _window(convention.window, convention.win_length, convention.window_periodic)
+    peak = float(np.sum(np.abs(window)))
+    if convention.stft_normalized:
+        peak /= float(np.sqrt(np.sum(window ** 2)))
+    floor = 0.0
+    if convention.magnitude_eps:
+        eps = convention.magnitude_eps
+        floor = float(np.sqrt(eps))
+        peak = float(np.sqrt(peak ** 2 + eps)) if convention.magnitude_guard == "add" else max(peak, floor)
+    weights = mel_filterbank(convention).astype(np.float64).sum(axis=1)
+    bands = np.stack([weights * floor ** convention.power, weights * peak ** convention.power])
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        values = _COMPRESSIONS[convention.compression][0](bands, **convention.params)
+    values = np.asarray(values, np.float64)
+    return float(np.nanmin(values)), float(np.nanmax(values))
 
 
 def _check_audio(audio, sample_rate: int | None, convention: MelConvention) -> np.ndarray:

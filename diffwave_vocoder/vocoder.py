@@ -16,7 +16,7 @@ import numpy as np
 
 from . import __version__  # noqa: F401 (defined before any submodule import)
 from .atomic import atomic_directory
-from .layout import as_mel_list
+from .layout import as_mel_list, check_weights_fit
 from .mel import MelConvention
 from .model import build_model
 from .params import DiffWaveConfig
@@ -110,7 +110,7 @@ class Vocoder:
             raise ValueError("this vocoder is unconditional: it takes no mel; use generate()")
         if adapter is not None:
             mel, layout = self._adapt(mel, adapter, layout), "tf"
-        mels, single = as_mel_list(mel, self.n_mels, layout)
+        mels, single = as_mel_list(mel, self.n_mels, layout, self.mel_convention.value_range())
         frames = np.array([m.shape[0] for m in mels])
         batch = np.zeros((len(mels), frames.max(), self.n_mels), np.float32)
         for i, m in enumerate(mels):
@@ -188,6 +188,7 @@ def load_vocoder(path: str | os.PathLike) -> Vocoder:
     weights = root / WEIGHTS_FILE
     if not weights.is_file():
         raise ValueError(f"checkpoint {root} has no {WEIGHTS_FILE}")
+    check_weights_fit(model, weights)
     try:
         model.load_weights(weights)
     except (OSError, ValueError) as error:
