@@ -240,7 +240,7 @@ class ChunkedNetwork:
         else:
             window, carry = (lambda start, size, carry: (conditioner[start:start + size + d_total], carry)), \
                 tf.zeros([0])
-        eps, _ = self.span(weights, audio_tm, tile, self._diffusion(weights, step), lengths,
+        eps, _ = self.span(weights, audio_tm, tile, self.diffusion_projections(weights, step), lengths,
                            self.initial_state(batch), window, carry)
         # The span's outputs are samples [-D, padded - D).
         return tf.transpose(eps[d_total:d_total + length])
@@ -288,12 +288,12 @@ class ChunkedNetwork:
         batch, length = tf.shape(audio)[0], tf.shape(audio)[1]
         audio_tm = tf.transpose(tf.pad(audio, [[0, 0], [0, d_total]]))
         window = None if mel is None else self.whole_conditioner(weights, mel, lengths, length + d_total)
-        _, _, out = self._layers(weights, audio_tm, window, [tf.zeros([2 * d, batch, c]) for d in self.dilations],
-                                 [tf.zeros([d, batch, c]) for d in self.dilations], self._diffusion(weights, step),
-                                 tf.constant(0), lengths)
+        state = self.initial_state(batch)
+        _, _, out = self._layers(weights, audio_tm, window, list(state.x), list(state.skip),
+                                 self.diffusion_projections(weights, step), tf.constant(0), lengths)
         return tf.transpose(out[d_total:])
 
-    def _diffusion(self, weights: NetworkWeights, step: tf.Tensor) -> list[tf.Tensor]:
+    def diffusion_projections(self, weights: NetworkWeights, step: tf.Tensor) -> list[tf.Tensor]:
         """Every layer's diffusion-step projection, (1, 1, C) each (one step for the whole batch)."""
         diffusion = tf.matmul(step_embedding(weights, step), weights.diffusion_kernel) + weights.diffusion_bias
         return tf.split(tf.reshape(diffusion, [1, 1, -1]), len(self.dilations), axis=-1)
