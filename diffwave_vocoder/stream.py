@@ -26,10 +26,18 @@ import tensorflow as tf
 
 from .chunking import MEL_MARGIN_FRAMES, WavefrontState, keras_weight_getter, network_weights, upsample
 from .layout import to_numpy
+from .params import DiffWaveConfig
 from .sampler import Sampler, Schedule, utterance_noise
 
 # Length used while an utterance's end is not yet known: every position received is valid.
 _UNKNOWN_END = 1 << 30
+
+
+def lookahead_frames(config: DiffWaveConfig, schedule: Schedule) -> int:
+    """Mel frames that must have arrived past a sample before a session with the end of the utterance
+    not yet known can return it: the wavefront's len(schedule) x receptive_field samples, in whole
+    frames, plus the upsampler's MEL_MARGIN_FRAMES."""
+    return math.ceil(len(schedule) * config.receptive_field / config.hop_length) + MEL_MARGIN_FRAMES
 
 
 class StreamKernels:
@@ -132,7 +140,7 @@ class StreamSession:
     @property
     def lookahead_frames(self) -> int:
         """Mel frames that must have arrived beyond a sample before it is final (end not yet known)."""
-        return math.ceil(len(self._schedule) * self._d / self._hop) + MEL_MARGIN_FRAMES
+        return lookahead_frames(self._kernels.sampler.config, self._schedule)
 
     @property
     def emitted(self) -> int:
