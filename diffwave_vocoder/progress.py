@@ -2,20 +2,24 @@
 `interval` seconds otherwise (log files, CI), for batch vocoding and training alike."""
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any, TextIO
 
 from tqdm import tqdm
 
+_CURSOR_MOVES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
 
 class _Lines:
-    """A stream for tqdm that turns each redraw ('\\r' + line) into a line of its own."""
+    """A stream for tqdm that turns each redraw ('\\r' + line) into a line of its own and drops
+    what only moves the cursor or blanks the line."""
 
     def __init__(self, stream: TextIO):
         self.stream = stream
 
     def write(self, text: str) -> None:
-        text = text.replace("\r", "").rstrip()
+        text = _CURSOR_MOVES.sub("", text.replace("\r", "")).strip()
         if text:
             self.stream.write(text + "\n")
 
