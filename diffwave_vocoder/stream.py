@@ -175,13 +175,17 @@ class StreamSession:
         return audio
 
     def _run(self, mel: np.ndarray) -> Iterator[np.ndarray]:
-        """All frames known from the start (`Vocoder.stream`): one pass per block (each pass moves
-        every level as far as it can, so the last one flushes the rest)."""
+        """All frames known from the start (`Vocoder.stream`): one pass per block, the first one T x D
+        samples further (each pass moves every level as far as it can, so the last one flushes the rest)."""
         self._frames, self._received = np.asarray(mel, np.float32), len(mel)
         self._length = len(mel) * self._hop
         end = self._length + self._d
+        block = self.block_frames * self._hop
+        # The first pass reaches just far enough for the last level to make a block final.
+        target = len(self._schedule) * self._d + block
         while self._positions[0] < end:
-            audio = self._advance(min(self._positions[0] + self.block_frames * self._hop, end))
+            audio = self._advance(min(target, end))
+            target = self._positions[0] + block
             if audio.size:
                 yield audio
         self._finished = True
