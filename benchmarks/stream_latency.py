@@ -2,8 +2,9 @@
 
 Both run in this process on the same model, mel and seed, one after the other for each row (after a
 warm-up that traces both), with each TensorFlow op on half the cores as the CLI runs them. Prints a
-markdown table: time to first audio (TTFA), streaming total, vocode total, their ratio, and the
-largest difference between the concatenated blocks and vocode's audio.
+markdown table: time to first audio (TTFA), streaming total, vocode total, their ratio (wall and
+CPU time; CPU time is the steadier one on a shared machine), and the largest difference between the
+concatenated blocks and vocode's audio.
 
     python benchmarks/stream_latency.py                               # default-size random model, 5 s and 60 s
     python benchmarks/stream_latency.py --checkpoint checkpoints/ljspeech --schedules fast
@@ -62,17 +63,17 @@ def main() -> None:
             mel = rng.uniform(0, 1, (max(1, round(seconds * rate / hop)), vocoder.n_mels)).astype(np.float32)
             best = None
             for _ in range(args.repeat):
-                begin = time.perf_counter()
+                begin, cpu = time.perf_counter(), time.process_time()
                 reference = vocoder.vocode(mel, steps=steps, seed=1)
-                vocode_s = time.perf_counter() - begin
-                begin = time.perf_counter()
+                vocode_s, vocode_cpu = time.perf_counter() - begin, time.process_time() - cpu
+                begin, cpu = time.perf_counter(), time.process_time()
                 blocks, first = [], None
                 for block in vocoder.stream(mel, steps=steps, seed=1, block_frames=args.block_frames):
                     first = time.perf_counter() - begin if first is None else first
                     blocks.append(block)
-                stream_s = time.perf_counter() - begin
+                stream_s, stream_cpu = time.perf_counter() - begin, time.process_time() - cpu
                 error = float(np.abs(np.concatenate(blocks) - reference).max())
-                run = (first, stream_s, vocode_s, error, len(blocks))
+                run = (first, stream_s, vocode_s, stream_cpu / vocode_cpu, error, len(blocks))
                 best = run if best is None else tuple(min(a, b) for a, b in zip(best, run))
             rows.append((steps, seconds, lookahead, *best))
             print(f"{steps} {seconds:g} s: first audio {best[0]:.2f} s, stream {best[1]:.2f} s, "
@@ -80,11 +81,11 @@ def main() -> None:
     print(f"\nModel: {model}. Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f} at the end.\n")
     print("| schedule | input | lookahead (frames) | time to first audio | stream total | vocode total "
-          "| stream / vocode | blocks | max difference |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for steps, seconds, lookahead, first, stream_s, vocode_s, error, blocks in rows:
+          "| stream / vocode | CPU time stream / vocode | blocks | max difference |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for steps, seconds, lookahead, first, stream_s, vocode_s, cpu_ratio, error, blocks in rows:
         print(f"| {steps} | {seconds:g} s | {lookahead} | {first:.2f} s | {stream_s:.2f} s | {vocode_s:.2f} s "
-              f"| {stream_s / vocode_s:.3f} | {blocks} | {error:.1e} |")
+              f"| {stream_s / vocode_s:.3f} | {cpu_ratio:.3f} | {blocks} | {error:.1e} |")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ pass of samples, the upsampled mel for T x D + one pass of samples, and the mel 
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -123,6 +123,8 @@ class StreamSession:
         self._n_mels = sampler.config.n_mels
         self._d = sampler.network.receptive_field
         self._max_tile = sampler.network.chunk_length
+        # Samples level 1 moves in one pass at most: the start-up wavefront plus four chunks or a block.
+        self._pass_limit = len(schedule) * self._d + max(self.block_frames * self._hop, 4 * self._max_tile)
         levels = len(schedule)
         self._inputs = [np.zeros(self._d, np.float32) for _ in range(levels)]  # samples [pos - D, ...)
         self._positions = [0] * levels  # each level's input frontier
@@ -147,7 +149,7 @@ class StreamSession:
         """Samples returned so far."""
         return self._emitted
 
-    def push(self, frames) -> np.ndarray:
+    def push(self, frames: Any) -> np.ndarray:
         """Add mel frames (k, n_mels) (k may be 0); returns the audio that became final (maybe empty)."""
         if self._finished or self._length is not None:
             raise ValueError("this stream session is finished; start a new one")
@@ -191,7 +193,17 @@ class StreamSession:
         self._finished = True
 
     def _advance(self, target: int) -> np.ndarray:
-        """Move level 1's input frontier to `target` and every later level as far as it can go."""
+        """Move level 1's input frontier to `target` and every later level as far as it can go, in
+        passes of at most `_pass_limit` samples (bounded memory whatever was pushed at once)."""
+        parts = []
+        while True:
+            step = min(target, self._positions[0] + self._pass_limit)
+            parts.append(self._pass(step))
+            if step >= target:
+                return np.concatenate(parts)
+
+    def _pass(self, target: int) -> np.ndarray:
+        """One pass: level 1's input frontier to `target`, every later level as far as it can go."""
         d, kernels, schedule = self._d, self._kernels, self._schedule
         ended = self._length is not None
         length = self._length if ended else _UNKNOWN_END
