@@ -7,9 +7,9 @@ Loading rebuilds the model from the config and reads the weights; nothing in it 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
-import math
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union
 
 import keras
