@@ -284,7 +284,7 @@ class ChunkedNetwork:
               mel: tf.Tensor | None = None) -> tf.Tensor:
         """The same evaluation as one chunk spanning the whole input, without a loop: for LiteRT,
         whose converter cannot lower the chunk loop's dynamically shaped TensorArray."""
-        d_total, c = self.receptive_field, self.config.residual_channels
+        d_total = self.receptive_field
         batch, length = tf.shape(audio)[0], tf.shape(audio)[1]
         audio_tm = tf.transpose(tf.pad(audio, [[0, 0], [0, d_total]]))
         window = None if mel is None else self.whole_conditioner(weights, mel, lengths, length + d_total)
