@@ -59,6 +59,7 @@ def test_directory_with_a_corrupt_file_then_a_rerun_that_skips(tmp_path, checkpo
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.wav")} == before
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_then_rerun_completes_with_no_partial_files(tmp_path, checkpoint):
     data, out = tmp_path / "mels", tmp_path / "out"
     data.mkdir()
