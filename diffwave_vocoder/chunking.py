@@ -142,6 +142,14 @@ def upsample(weights: NetworkWeights, config: DiffWaveConfig, mel: tf.Tensor, fi
     return x[..., 0]
 
 
+class WavefrontState(NamedTuple):
+    """What the wavefront carries from one tile to the next, per residual layer: the last 2 d samples
+    of its input (x) and the last d samples of the skip sum (skip), time-major (samples, B, C)."""
+
+    x: tuple[tf.Tensor, ...]
+    skip: tuple[tf.Tensor, ...]
+
+
 def _with_length(tensor: tf.Tensor, length: int) -> tf.Tensor:
     """Declare a carried buffer's (static) length, which slicing by a tensor bound loses."""
     tensor.set_shape([length, *tensor.shape[1:]])
@@ -193,6 +201,12 @@ class ChunkedNetwork:
         u = tf.transpose(u, [1, 0, 2])
         return tf.pad(u, [[self.receptive_field, padded_length - tf.shape(u)[0]], [0, 0], [0, 0]])
 
+    def initial_state(self, batch: tf.Tensor) -> "WavefrontState":
+        """The carried state before an input's first sample: zeros (what precedes sample 0)."""
+        c = self.config.residual_channels
+        return WavefrontState(tuple(tf.zeros([2 * d, batch, c]) for d in self.dilations),
+                              tuple(tf.zeros([d, batch, c]) for d in self.dilations))
+
     def __call__(self, weights: NetworkWeights, audio: tf.Tensor, step: tf.Tensor, lengths: tf.Tensor,
                  mel: tf.Tensor | None = None, conditioner: tf.Tensor | None = None) -> tf.Tensor:
         """Predicted noise (B, L) for audio (B, L) at one diffusion step (a scalar).
@@ -200,67 +214,86 @@ class ChunkedNetwork:
         lengths (B,): valid samples per item. Conditional models take either `conditioner` from
         `whole_conditioner` (computed once per call) or `mel` (B, F, M), upsampled chunk by chunk.
         """
-        d_total, c = self.receptive_field, self.config.residual_channels
+        d_total = self.receptive_field
         batch, length = tf.shape(audio)[0], tf.shape(audio)[1]
         tile = self.tile_length(length, batch)
         padded = self.padded_length(length, batch)
-        tiles = padded // tile
         audio_tm = tf.transpose(tf.pad(audio, [[0, 0], [0, padded - length]]))  # (padded, B)
-        diffusion = self._diffusion(weights, step)
         chunk_mel = self.conditional and conditioner is None
-        if chunk_mel:
+        if not self.conditional:
+            window, carry = (lambda start, size, carry: (None, carry)), tf.zeros([0])
+        elif chunk_mel:
             hop, margin = self.config.hop_length, MEL_MARGIN_FRAMES
             frames = tf.shape(mel)[1]
             mel = tf.pad(mel, [[0, 0], [margin, padded // hop + margin - frames], [0, 0]])
             frame_lengths = lengths // hop
 
-        def tile_step(k, x_buffers, skip_buffers, mel_tail, outputs):
-            start = k * tile
-            a = audio_tm[start:start + tile]
-            if not self.conditional:
-                window = None
-            elif chunk_mel:
+            def window(start, size, mel_tail):
                 first = start // hop - margin
-                u = upsample(weights, self.config, mel[:, start // hop:start // hop + tile // hop + 2 * margin],
+                u = upsample(weights, self.config, mel[:, start // hop:start // hop + size // hop + 2 * margin],
                              first, frame_lengths)
-                u = tf.transpose(u[:, margin * hop:margin * hop + tile], [1, 0, 2])
-                window = tf.concat([mel_tail, u], 0)  # samples [start - D, start + tile)
-                mel_tail = _with_length(window[tile:], d_total)
-            else:
-                window = conditioner[start:start + tile + d_total]
-            x_buffers, skip_buffers, out = self._layers(weights, a, window, list(x_buffers), list(skip_buffers),
-                                                        diffusion, start, lengths)
-            return k + 1, x_buffers, skip_buffers, mel_tail, outputs.write(k, out)
+                u = tf.transpose(u[:, margin * hop:margin * hop + size], [1, 0, 2])
+                window = tf.concat([mel_tail, u], 0)  # samples [start - D, start + size)
+                return window, _with_length(window[size:], d_total)
 
-        x_buffers = [tf.zeros([2 * d, batch, c]) for d in self.dilations]
-        skip_buffers = [tf.zeros([d, batch, c]) for d in self.dilations]
-        mel_tail = (tf.zeros([d_total, batch, self.config.n_mels]) if chunk_mel else tf.zeros([0]))
-        outputs = tf.TensorArray(tf.float32, size=tiles)
+            carry = tf.zeros([d_total, batch, self.config.n_mels])
+        else:
+            window, carry = (lambda start, size, carry: (conditioner[start:start + size + d_total], carry)), \
+                tf.zeros([0])
+        eps, _ = self.span(weights, audio_tm, tile, self.diffusion_projections(weights, step), lengths,
+                           self.initial_state(batch), window, carry)
+        # The span's outputs are samples [-D, padded - D).
+        return tf.transpose(eps[d_total:d_total + length])
+
+    def span(self, weights: NetworkWeights, audio_tm: tf.Tensor, tile: tf.Tensor, diffusion: Sequence[tf.Tensor],
+             lengths: tf.Tensor, state: "WavefrontState", window: Callable, carry: tf.Tensor,
+             start: tf.Tensor | int = 0) -> tuple[tf.Tensor, "WavefrontState"]:
+        """The wavefront over input samples [start, start + n) (time-major audio (n, B)), continuing
+        from `state` (the carried buffers after sample start - 1), in tiles of `tile` samples (the
+        last may be shorter). Returns the predicted noise (n, B) for samples [start - D, start + n - D)
+        and the state after the span, so that consecutive spans equal one span over both.
+
+        `window(offset, size, carry) -> (window, carry)` gives the time-major conditioner for the tile
+        at span offset `offset` of `size` samples, samples [start + offset - D, start + offset + size)
+        (None for unconditional models), threading `carry` through the tiles.
+        """
+        n = tf.shape(audio_tm)[0]
+        tiles = (n + tile - 1) // tile
+
+        def tile_step(k, x_buffers, skip_buffers, carry, outputs):
+            offset = k * tile
+            a = audio_tm[offset:offset + tile]
+            mel_window, carry = window(offset, tf.shape(a)[0], carry)
+            x_buffers, skip_buffers, out = self._layers(weights, a, mel_window, list(x_buffers), list(skip_buffers),
+                                                        diffusion, start + offset, lengths)
+            return k + 1, x_buffers, skip_buffers, carry, outputs.write(k, out)
+
+        outputs = tf.TensorArray(tf.float32, size=tiles, infer_shape=False)
         # Two chunks in flight: chunk k+1's layer l runs beside chunk k's layer l+1 (faster than
         # one, and with `sampler.configure_cpu_threads` each on half the cores), while TF's default
         # of ten lets chunks run ahead, each holding its layers' chunk-sized intermediates, which
         # made peak memory erratic (+0.4 GB on a 30 s input).
-        _, _, _, _, outputs = tf.while_loop(
-            lambda k, *_: k < tiles, tile_step, [tf.constant(0), x_buffers, skip_buffers, mel_tail, outputs],
+        _, x_buffers, skip_buffers, _, outputs = tf.while_loop(
+            lambda k, *_: k < tiles, tile_step, [tf.constant(0), list(state.x), list(state.skip), carry, outputs],
             parallel_iterations=2)
-        # Tile k's outputs are samples [k * tile - D, (k + 1) * tile - D).
-        eps = tf.reshape(outputs.stack(), [padded, batch])[d_total:d_total + length]
-        return tf.transpose(eps)
+        eps = outputs.concat()
+        eps.set_shape(audio_tm.shape)
+        return eps, WavefrontState(tuple(x_buffers), tuple(skip_buffers))
 
     def whole(self, weights: NetworkWeights, audio: tf.Tensor, step: tf.Tensor, lengths: tf.Tensor,
               mel: tf.Tensor | None = None) -> tf.Tensor:
         """The same evaluation as one chunk spanning the whole input, without a loop: for LiteRT,
         whose converter cannot lower the chunk loop's dynamically shaped TensorArray."""
-        d_total, c = self.receptive_field, self.config.residual_channels
+        d_total = self.receptive_field
         batch, length = tf.shape(audio)[0], tf.shape(audio)[1]
         audio_tm = tf.transpose(tf.pad(audio, [[0, 0], [0, d_total]]))
         window = None if mel is None else self.whole_conditioner(weights, mel, lengths, length + d_total)
-        _, _, out = self._layers(weights, audio_tm, window, [tf.zeros([2 * d, batch, c]) for d in self.dilations],
-                                 [tf.zeros([d, batch, c]) for d in self.dilations], self._diffusion(weights, step),
-                                 tf.constant(0), lengths)
+        state = self.initial_state(batch)
+        _, _, out = self._layers(weights, audio_tm, window, list(state.x), list(state.skip),
+                                 self.diffusion_projections(weights, step), tf.constant(0), lengths)
         return tf.transpose(out[d_total:])
 
-    def _diffusion(self, weights: NetworkWeights, step: tf.Tensor) -> list[tf.Tensor]:
+    def diffusion_projections(self, weights: NetworkWeights, step: tf.Tensor) -> list[tf.Tensor]:
         """Every layer's diffusion-step projection, (1, 1, C) each (one step for the whole batch)."""
         diffusion = tf.matmul(step_embedding(weights, step), weights.diffusion_kernel) + weights.diffusion_bias
         return tf.split(tf.reshape(diffusion, [1, 1, -1]), len(self.dilations), axis=-1)

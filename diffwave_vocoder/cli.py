@@ -49,20 +49,85 @@ def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=_steps, default="fast",
                         help="'fast' (6 steps, default), 'full' (training schedule) or comma-separated betas")
     parser.add_argument("--seed", type=int, default=None, help="noise seed (same seed, same audio)")
+    parser.add_argument("--stream", action="store_true",
+                        help="with -o -: write audio to standard output as it becomes final (pipe it to a player)")
+    parser.add_argument("--raw", action="store_true", help="with -o -: raw 16-bit little-endian PCM, no WAV header")
+    parser.add_argument("--batch-size", type=int, default=4, help="several inputs: similar lengths vocoded together")
+    parser.add_argument("--overwrite", action="store_true", help="several inputs: redo outputs that exist")
+
+
+def _batch_mode(args: argparse.Namespace) -> bool:
+    """Several inputs, a directory or a glob, or an output directory: one file per input into -o DIR."""
+    import glob
+
+    inputs = args.inputs
+    if len(inputs) > 1 or Path(inputs[0]).is_dir() or (not Path(inputs[0]).exists() and glob.has_magic(inputs[0])):
+        return True
+    return args.output != "-" and (Path(args.output).is_dir() or args.output.endswith(os.sep))
+
+
+def _write_stdout(blocks, total_samples: int, sample_rate: int, raw: bool) -> None:
+    """16-bit PCM on stdout, a block at a time (flushed), after a WAV header unless `raw`."""
+    import struct
+
+    import numpy as np
+
+    out = sys.stdout.buffer
+    try:
+        if not raw:
+            data = 2 * total_samples
+            out.write(b"RIFF" + struct.pack("<I", 36 + data) + b"WAVEfmt "
+                      + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, 2 * sample_rate, 2, 16)
+                      + b"data" + struct.pack("<I", data))
+        for block in blocks:
+            # The scaling soundfile (libsndfile) uses, so a streamed file equals one written by `save_audio`.
+            pcm = np.clip(np.round(np.asarray(block, np.float64) * 32768.0), -32768, 32767)
+            out.write(pcm.astype("<i2").tobytes())
+            out.flush()
+    except BrokenPipeError:
+        # The reader went away (a player was closed): stop quietly, and keep Python from failing to
+        # flush the closed pipe at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise CLIError("the output pipe was closed before the audio was complete") from None
+
+
+def _run_batch(args: argparse.Namespace, vocoder, suffixes, size, load) -> None:
+    from .batch import expand_inputs, run_batch
+
+    if args.output == "-" or args.stream:
+        raise CLIError("several inputs are written as files into a directory: give -o OUT_DIR (no --stream)")
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CLIError(f"-o {out_dir} is a file; several inputs need an output directory")
+    sources = expand_inputs(args.inputs, suffixes)
+    summary = run_batch(vocoder, sources, out_dir, size, load, args.steps, args.seed, args.batch_size,
+                        args.overwrite)
+    print(summary.line())
+    if summary.failed:
+        raise CLIError(f"{len(summary.failed)} of {len(sources)} inputs failed (named above)")
+
+
+def _load_mel(path):
+    import numpy as np
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read mel file {path}: {error}") from None
 
 
 def cmd_vocode(args: argparse.Namespace) -> None:
-    import numpy as np
-
-    from .audio import save_audio
+    from .layout import as_mel_list
     from .sampler import configure_cpu_threads
     from .vocoder import load_vocoder
 
     configure_cpu_threads()
-    try:
-        mel = np.load(args.mel, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise CLIError(f"cannot read mel file {args.mel}: {error}") from None
+    batch = _batch_mode(args)
+    if not batch:
+        mel = _load_mel(args.inputs[0])
     vocoder = load_vocoder(args.model)
     adapter = None
     if args.adapter:
@@ -70,29 +135,89 @@ def cmd_vocode(args: argparse.Namespace) -> None:
 
         options = {"stats": args.adapter_stats} if args.adapter_stats else {}
         adapter = get_adapter(args.adapter, target=vocoder.mel_convention, **options)
-    audio = vocoder.vocode(mel, steps=args.steps, seed=args.seed, layout=args.layout, adapter=adapter)
-    if audio.ndim != 1:
-        raise CLIError(f"{args.mel} holds a batch of {audio.shape[0]} mels; give one mel per file")
-    save_audio(args.output, audio, vocoder.sample_rate)
-    print(f"wrote {args.output} ({len(audio) / vocoder.sample_rate:.2f} s at {vocoder.sample_rate} Hz)")
+
+    def prepare(mel):
+        """(frames, n_mels) mels from a file's array, through the adapter if one is given."""
+        if adapter is not None:
+            return as_mel_list(adapter(mel, layout=args.layout), vocoder.n_mels, "tf")
+        return as_mel_list(mel, vocoder.n_mels, args.layout)
+
+    if batch:
+        from .batch import MEL_SUFFIXES
+
+        def load(path):
+            mels, single = prepare(_load_mel(path))
+            if not single:
+                raise ValueError(f"holds a batch of {len(mels)} mels; give one mel per file")
+            return mels[0]
+
+        _run_batch(args, vocoder, MEL_SUFFIXES, lambda path: len(load(path)), load)
+        return
+    if args.stream and args.output != "-":
+        raise CLIError("--stream writes to standard output: give -o -")
+    mels, single = prepare(mel)
+    if not single:
+        raise CLIError(f"{args.inputs[0]} holds a batch of {len(mels)} mels; give one mel per file")
+    if args.stream:
+        samples = len(mels[0]) * vocoder.hop_length
+        _write_stdout(vocoder.stream(mels[0], steps=args.steps, seed=args.seed), samples, vocoder.sample_rate,
+                      args.raw)
+        print(f"wrote {samples / vocoder.sample_rate:.2f} s at {vocoder.sample_rate} Hz to standard output",
+              file=sys.stderr)
+        return
+    _write_single(args, vocoder.vocode(mels[0], steps=args.steps, seed=args.seed), vocoder.sample_rate)
+
+
+def _write_single(args: argparse.Namespace, audio, sample_rate: int) -> None:
+    from .audio import save_audio
+
+    if args.output == "-":
+        _write_stdout([audio], len(audio), sample_rate, args.raw)
+        print(f"wrote {len(audio) / sample_rate:.2f} s at {sample_rate} Hz to standard output", file=sys.stderr)
+        return
+    save_audio(args.output, audio, sample_rate)
+    print(f"wrote {args.output} ({len(audio) / sample_rate:.2f} s at {sample_rate} Hz)")
 
 
 def cmd_resynth(args: argparse.Namespace) -> None:
-    from .audio import load_audio, save_audio
+    from .audio import load_audio
     from .mel import compute_mel
     from .sampler import configure_cpu_threads
     from .vocoder import load_vocoder
 
     configure_cpu_threads()
     vocoder = load_vocoder(args.model)
-    audio, rate = load_audio(args.input)
+    if _batch_mode(args):
+        import soundfile
+
+        from .batch import AUDIO_SUFFIXES
+
+        def size(path):
+            try:
+                info = soundfile.info(str(path))
+            except (soundfile.LibsndfileError, RuntimeError) as error:
+                raise ValueError(f"cannot read audio file: {error}") from None
+            return 1 + info.frames * vocoder.sample_rate // info.samplerate // vocoder.hop_length
+
+        def load(path):
+            audio, rate = load_audio(path, vocoder.sample_rate, resample=True)
+            return compute_mel(audio, vocoder.mel_convention, sample_rate=rate)
+
+        _run_batch(args, vocoder, AUDIO_SUFFIXES, size, load)
+        return
+    if args.stream and args.output != "-":
+        raise CLIError("--stream writes to standard output: give -o -")
+    source = args.inputs[0]
+    audio, rate = load_audio(source)
     if rate != vocoder.sample_rate:
-        audio, rate = load_audio(args.input, vocoder.sample_rate, resample=True)
-        print(f"note: resampled {args.input} to {vocoder.sample_rate} Hz, the model's rate", file=sys.stderr)
+        audio, rate = load_audio(source, vocoder.sample_rate, resample=True)
+        print(f"note: resampled {source} to {vocoder.sample_rate} Hz, the model's rate", file=sys.stderr)
     mel = compute_mel(audio, vocoder.mel_convention, sample_rate=rate)
-    result = vocoder.vocode(mel, steps=args.steps, seed=args.seed)
-    save_audio(args.output, result, vocoder.sample_rate)
-    print(f"wrote {args.output} ({len(result) / vocoder.sample_rate:.2f} s at {vocoder.sample_rate} Hz)")
+    if args.stream:
+        _write_stdout(vocoder.stream(mel, steps=args.steps, seed=args.seed), len(mel) * vocoder.hop_length,
+                      vocoder.sample_rate, args.raw)
+        return
+    _write_single(args, vocoder.vocode(mel, steps=args.steps, seed=args.seed), vocoder.sample_rate)
 
 
 def cmd_preprocess(args: argparse.Namespace) -> None:
@@ -307,10 +432,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="diffwave-vocoder", description="DiffWave vocoder for TensorFlow/Keras.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = commands.add_parser("vocode", help="mel .npy -> wav")
-    p.add_argument("mel", help="mel spectrogram .npy, (frames, n_mels) or the reference's (n_mels, frames)")
+    p = commands.add_parser("vocode", help="mel .npy -> wav (one file, or many into a directory)")
+    p.add_argument("inputs", nargs="+", metavar="MEL", help="mel spectrogram .npy, (frames, n_mels) or the "
+                   "reference's (n_mels, frames); several files, directories (searched for .npy) or globs")
     p.add_argument("--model", required=True, help="checkpoint directory")
-    p.add_argument("-o", "--output", required=True, help="output .wav")
+    p.add_argument("-o", "--output", required=True, help="output .wav, - for standard output, or a directory "
+                                                         "for several inputs")
     p.add_argument("--layout", choices=["auto", "tf", "torch"], default="auto",
                    help="mel layout: tf (frames, n_mels), torch (n_mels, frames), auto (decide by n_mels)")
     p.add_argument("--adapter", help="convert the mel from another acoustic model's convention first "
@@ -321,9 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_vocode)
 
     p = commands.add_parser("resynth", help="wav -> mel -> wav (analysis-synthesis)")
-    p.add_argument("input", help="input audio file")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="input audio file; several files, directories "
+                   "(searched for audio files) or globs")
     p.add_argument("--model", required=True, help="checkpoint directory")
-    p.add_argument("-o", "--output", required=True, help="output .wav")
+    p.add_argument("-o", "--output", required=True, help="output .wav, - for standard output, or a directory "
+                                                         "for several inputs")
     _add_sampling_options(p)
     p.set_defaults(func=cmd_resynth)
 

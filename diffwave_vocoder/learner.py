@@ -23,7 +23,6 @@ import math
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import threading
 import time
@@ -41,6 +40,7 @@ from .distribute import is_chief, make_strategy
 from .mel import compute_mel
 from .model import build_model
 from .params import DiffWaveConfig, strict_from_dict
+from .progress import progress_line
 from .run_lock import RunLock
 from .tensorboard_log import SummaryLog
 from .training_checkpoints import (CheckpointStore, VARIABLES_PREFIX, is_training_checkpoint, read_state)
@@ -209,48 +209,37 @@ def diffusion_loss(model: keras.Model, batch: dict[str, tf.Tensor], levels: tf.T
 class Progress:
     """One status line for the whole run: global step of max steps, loss, steps/s, ETA.
 
-    On a terminal it is redrawn in place; otherwise a line is printed every `interval` seconds.
+    On a terminal it is redrawn in place; otherwise a line is printed every `interval` seconds
+    (`progress.progress_line`, as batch vocoding's).
     """
 
     def __init__(self, max_steps: int, first_step: int, stream: TextIO | None = None, interval: float = 30.0,
                  enabled: bool = True):
-        self.enabled = enabled
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
         self.max_steps = max_steps
-        self.interval = 0.25 if self.tty else interval
         self.start_step = first_step
         self.start_time: float | None = None
-        self.last_draw = 0.0
-        self.drawn = False
+        # delay > 0: nothing is drawn before the first finished step.
+        self.bar = progress_line(max_steps, stream, interval, initial=first_step, delay=1e-9, leave=False,
+                                 disable=not enabled, bar_format="step {n}/{total} ({percentage:.1f}%)  {desc}")
 
     def update(self, step: int, loss: float, force: bool = False) -> None:
         now = time.monotonic()
-        if not self.enabled:
-            return
         if self.start_time is None:  # time from the first finished step: excludes graph building
             self.start_time, self.start_step = now, step
+            self.bar.n = self.bar.last_print_n = step
             return
-        if not force and now - self.last_draw < self.interval:
-            return
-        self.last_draw = now
         rate = (step - self.start_step) / max(now - self.start_time, 1e-9)
         eta = (self.max_steps - step) / rate if rate > 0 else float("inf")
-        text = (f"step {step}/{self.max_steps} ({100.0 * step / self.max_steps:.1f}%)  loss {loss:.4f}  "
-                f"{rate:.2f} steps/s  ETA {_duration(eta)}")
-        if self.tty:
-            self.stream.write(f"\r{text}\x1b[K")
-            self.drawn = True
+        self.bar.set_description_str(f"loss {loss:.4f}  {rate:.2f} steps/s  ETA {_duration(eta)}", refresh=False)
+        if force:
+            self.bar.n = step
+            self.bar.refresh()
         else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
+            self.bar.update(step - self.bar.n)
 
     def clear(self) -> None:
         """Make room for a log message below the status line."""
-        if self.tty and self.drawn:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-            self.drawn = False
+        self.bar.clear()
 
 
 def _optional_stoi():

@@ -3,8 +3,8 @@
 Per call the mel is upsampled once (chunk by chunk per step above `chunk_threshold` samples, so
 memory stays bounded); per step only the step embedding and the network run, the network chunked
 along time exactly (`chunking`). The noise of an utterance depends only on its own seed (stateless
-Philox, one stream per step, and a shorter stream is a prefix of a longer one), so batching, padding
-or chunking never changes it. For bit-level comparisons with the reference, `Sampler.sample` also
+Philox keyed by seed, step and block of `NOISE_BLOCK` samples), so batching, padding, chunking or
+streaming never changes it. For bit-level comparisons with the reference, `Sampler.sample` also
 takes injected noise arrays.
 """
 from __future__ import annotations
@@ -205,11 +205,28 @@ class Sampler:
         return run
 
 
-def utterance_noise(seeds: tf.Tensor, index: tf.Tensor, length: tf.Tensor) -> tf.Tensor:
-    """(B, length) standard normal noise, row b from Philox keyed by (seeds[b], index): a shorter
-    length gives a prefix of a longer one, so the noise depends only on seed, step and position."""
-    keys = tf.stack([seeds, tf.fill(tf.shape(seeds), tf.cast(index, tf.int64))], axis=1)
-    return tf.map_fn(lambda key: tf.random.stateless_normal([length], key), keys, fn_output_signature=tf.float32)
+# Samples per noise block: the noise of sample i at step index t is element i % NOISE_BLOCK of a
+# stateless Philox normal stream keyed by (seed, t * 2**32 + i // NOISE_BLOCK), so any span of an
+# utterance's noise is drawn without drawing what comes before it (streaming), and it never depends on
+# the utterance's length or its batch.
+NOISE_BLOCK = 4096
+
+
+def utterance_noise(seeds: tf.Tensor, index: tf.Tensor, length: tf.Tensor, start: tf.Tensor | int = 0) -> tf.Tensor:
+    """(B, length) standard normal noise for samples [start, start + length) (start >= 0) of every
+    utterance, row b keyed by (seeds[b], index): a function of seed, step index and sample position only."""
+    start = tf.cast(start, tf.int64)
+    length = tf.cast(length, tf.int64)
+    first = start // NOISE_BLOCK
+    blocks = tf.maximum((start + length + NOISE_BLOCK - 1) // NOISE_BLOCK - first, 0)
+    batch = tf.shape(seeds, out_type=tf.int64)[0]
+    block_ids = first + tf.range(blocks)
+    counters = tf.cast(index, tf.int64) * (1 << 32) + block_ids
+    keys = tf.stack([tf.repeat(seeds, blocks), tf.tile(counters, [batch])], axis=1)
+    draws = tf.map_fn(lambda key: tf.random.stateless_normal([NOISE_BLOCK], key), keys,
+                      fn_output_signature=tf.TensorSpec([NOISE_BLOCK], tf.float32))
+    offset = start - first * NOISE_BLOCK
+    return tf.reshape(draws, [batch, blocks * NOISE_BLOCK])[:, offset:offset + length]
 
 
 def reverse_diffusion(network: ChunkedNetwork, weights: NetworkWeights, mel: tf.Tensor, lengths: tf.Tensor,

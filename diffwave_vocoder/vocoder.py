@@ -7,9 +7,10 @@ Loading rebuilds the model from the config and reads the weights; nothing in it 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union
 
 import keras
 import numpy as np
@@ -21,6 +22,9 @@ from .mel import MelConvention
 from .model import build_model
 from .params import DiffWaveConfig
 from .sampler import InferenceOptions, Sampler, Steps, resolve_schedule
+
+if TYPE_CHECKING:
+    from .stream import StreamKernels, StreamSession
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -56,6 +60,7 @@ class Vocoder:
         self.config = config
         self.metadata = dict(metadata or {})
         self._sampler = Sampler(model, config)
+        self._stream_kernels: StreamKernels | None = None
 
     @classmethod
     def from_config(cls, config: DiffWaveConfig = DiffWaveConfig(), seed: int | None = None) -> "Vocoder":
@@ -73,6 +78,7 @@ class Vocoder:
     @inference_options.setter
     def inference_options(self, options: InferenceOptions) -> None:
         self._sampler = Sampler(self.model, self.config, options)
+        self._stream_kernels = None
 
     @property
     def sample_rate(self) -> int:
@@ -123,6 +129,44 @@ class Vocoder:
         if isinstance(mel, (list, tuple)):
             return [a[:n] for a, n in zip(audio, lengths)]
         return audio
+
+    def stream(self, mel: MelInput, steps: Steps = "fast", seed: int | None = None, layout: str = "tf",
+               adapter: str | Callable[..., Any] | None = None, block_frames: int | None = None
+               ) -> Iterator[np.ndarray]:
+        """Vocode one mel as a sequence of float32 audio blocks, each yielded as soon as it is final;
+        concatenated they equal `vocode(mel, steps, seed)`. The first block comes after a bounded
+        amount of work that does not grow with the input's length (see `diffwave_vocoder.stream`).
+        `block_frames`: mel frames' worth of samples per pass (default `default_block_frames`).
+        """
+        if adapter is not None:
+            mel, layout = self._adapt(mel, adapter, layout), "tf"
+        mels, single = as_mel_list(mel, self.n_mels, layout)
+        if not single:
+            raise ValueError(f"stream() takes one mel (frames, n_mels), got a batch of {len(mels)}")
+        session = self.stream_session(steps, seed, block_frames)
+        return session._run(mels[0])
+
+    def stream_session(self, steps: Steps = "fast", seed: int | None = None,
+                       block_frames: int | None = None) -> StreamSession:
+        """A session for mel frames that arrive in pieces (an acoustic model emitting frames as it
+        goes): `push(frames)` returns the audio that became final, `finish()` the rest; together they
+        equal `vocode(mel, steps, seed)` for all the frames pushed. `session.lookahead_frames` says how
+        many frames past a sample must have arrived before it is returned."""
+        from .stream import StreamKernels, StreamSession
+
+        if not self.conditional:
+            raise ValueError("this vocoder is unconditional: it takes no mel; use generate()")
+        if seed is not None and not isinstance(seed, (int, np.integer)):
+            raise ValueError(f"a stream takes one int seed, got {seed!r}")
+        if self._stream_kernels is None:
+            self._stream_kernels = StreamKernels(self._sampler)
+        return StreamSession(self._stream_kernels, resolve_schedule(self.config, steps), _seeds(seed, 1)[0],
+                             self.default_block_frames if block_frames is None else block_frames)
+
+    @property
+    def default_block_frames(self) -> int:
+        """Frames per streaming pass: four chunks of the chunked network (two in flight, twice)."""
+        return math.ceil(4 * self._sampler.network.chunk_length / self.hop_length)
 
     def generate(self, num_samples: int | None = None, batch_size: int = 1, steps: Steps = "fast",
                  seed: Seed = None) -> np.ndarray:

@@ -256,8 +256,10 @@ def test_progress_is_one_line_redrawn_for_the_whole_run():
     text = stream.getvalue()
     assert "\n" not in text and text.count("\r") == 1
     assert "step 411/1000 (41.1%)  loss 0.2500" in text and "steps/s  ETA 0:" in text
-    progress.clear()
-    assert stream.getvalue().endswith("\r\x1b[K")
+    drawn = stream.getvalue()
+    progress.clear()  # blanks the line and returns to its start
+    cleared = stream.getvalue()[len(drawn):]
+    assert cleared.startswith("\r") and cleared.endswith("\r") and not cleared.strip()
 
 
 def test_export_cli_and_vocode_work_on_any_checkpoint(uninterrupted, tmp_path, capsys):
