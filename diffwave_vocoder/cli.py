@@ -119,16 +119,23 @@ def _load_mel(path):
         raise ValueError(f"cannot read mel file {path}: {error}") from None
 
 
+def _load_model(path: str | None):
+    """The checkpoint at `path`, or the vocoder shipped in the package when no --model is given."""
+    from .pretrained import preset_path
+    from .vocoder import load_vocoder
+
+    return load_vocoder(path if path else preset_path())
+
+
 def cmd_vocode(args: argparse.Namespace) -> None:
     from .layout import as_mel_list
     from .sampler import configure_cpu_threads
-    from .vocoder import load_vocoder
 
     configure_cpu_threads()
     batch = _batch_mode(args)
     if not batch:
         mel = _load_mel(args.inputs[0])
-    vocoder = load_vocoder(args.model)
+    vocoder = _load_model(args.model)
     adapter = None
     if args.adapter:
         from .plugins import get_adapter
@@ -183,10 +190,9 @@ def cmd_resynth(args: argparse.Namespace) -> None:
     from .audio import load_audio
     from .mel import compute_mel
     from .sampler import configure_cpu_threads
-    from .vocoder import load_vocoder
 
     configure_cpu_threads()
-    vocoder = load_vocoder(args.model)
+    vocoder = _load_model(args.model)
     if _batch_mode(args):
         import soundfile
 
@@ -279,9 +285,8 @@ def cmd_corpus(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from .vocoder import load_vocoder
 
-    info = load_vocoder(args.model).info()
+    info = _load_model(args.model).info()
     if args.json:
         print(json.dumps(info, indent=2))
         return
@@ -404,8 +409,6 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     if args.model and args.run:
         raise CLIError("give --model or --run, not both")
-    if not args.model and not args.run:
-        raise CLIError("no model given: pass --model CKPT (a vocoder checkpoint) or --run RUN_DIR (a training run)")
     from .sampler import configure_cpu_threads
 
     configure_cpu_threads()
@@ -415,9 +418,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.run:
         report = evaluate_run(args.run, args.data, **options)
     else:
-        from .vocoder import load_vocoder
-
-        report = evaluate(load_vocoder(args.model), args.data, **options)
+        report = evaluate(_load_model(args.model), args.data, **options)
     print(report.table())
     for path, write in ((args.json, report.write_json), (args.csv, report.write_csv),
                         (args.summary_csv, report.write_summary_csv)):
@@ -435,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("vocode", help="mel .npy -> wav (one file, or many into a directory)")
     p.add_argument("inputs", nargs="+", metavar="MEL", help="mel spectrogram .npy, (frames, n_mels) or the "
                    "reference's (n_mels, frames); several files, directories (searched for .npy) or globs")
-    p.add_argument("--model", required=True, help="checkpoint directory")
+    p.add_argument("--model", help="checkpoint directory (default: the vocoder shipped in the package)")
     p.add_argument("-o", "--output", required=True, help="output .wav, - for standard output, or a directory "
                                                          "for several inputs")
     p.add_argument("--layout", choices=["auto", "tf", "torch"], default="auto",
@@ -450,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("resynth", help="wav -> mel -> wav (analysis-synthesis)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="input audio file; several files, directories "
                    "(searched for audio files) or globs")
-    p.add_argument("--model", required=True, help="checkpoint directory")
+    p.add_argument("--model", help="checkpoint directory (default: the vocoder shipped in the package)")
     p.add_argument("-o", "--output", required=True, help="output .wav, - for standard output, or a directory "
                                                          "for several inputs")
     _add_sampling_options(p)
@@ -476,8 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-voices", action="store_true", help="list the voices and whether each is installed")
     p.set_defaults(func=cmd_corpus)
 
-    p = commands.add_parser("info", help="sizes, parameter count and mel convention of a checkpoint")
-    p.add_argument("model", help="checkpoint directory")
+    p = commands.add_parser("info", help="sizes, parameter count, mel convention and provenance of a checkpoint")
+    p.add_argument("model", nargs="?", help="checkpoint directory (default: the vocoder shipped in the package)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
 
@@ -525,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("evaluate", help="vocode each clip's own mel and score it against the clip "
                                              "(PESQ, STOI, MCD, ...), beside a Griffin-Lim baseline")
     p.add_argument("data", nargs="+", help="wav files, directories of wavs or LJSpeech folders")
-    p.add_argument("--model", help="vocoder checkpoint directory")
+    p.add_argument("--model", help="vocoder checkpoint directory (default: the vocoder shipped in the package)")
     p.add_argument("--run", help="training run directory: score each of its checkpoints (one summary row per step)")
     p.add_argument("--steps", type=_steps, default="fast",
                    help="'fast' (6 steps, default), 'full' (training schedule) or comma-separated betas")

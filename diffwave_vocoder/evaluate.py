@@ -439,7 +439,7 @@ def evaluate(vocoder: Any, clips: Any, steps: Any = "fast", baseline: str | None
                *_reference_systems(convention, baseline, ground_truth, seed)]
     rows = _run(systems, loaded, scorer, progress)
     settings = {"steps": steps, "seed": seed, "baseline": baseline, "max_seconds": max_seconds,
-                "sample_rate": convention.sample_rate, "metadata": vocoder.metadata}
+                "sample_rate": convention.sample_rate, "metadata": dict(vocoder.metadata)}
     return EvaluationReport(scorer.metrics, rows, skipped, settings)
 
 

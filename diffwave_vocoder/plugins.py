@@ -197,19 +197,27 @@ def get_adapter(name: str, target: MelConvention | None = None, **options: Any) 
 
 # --- this package's own vocoder, registered through its `diffwave` entry point --------------------
 
-def _diffwave(checkpoint: str | os.PathLike | None = None, config: Any = None, seed: int | None = None) -> Any:
-    """DiffWave from `checkpoint=` (a directory written by Vocoder.save), or randomly initialised
-    from `config=` (a DiffWaveConfig or a dict of its fields; `seed` fixes the weights)."""
+def _diffwave(checkpoint: str | os.PathLike | None = None, config: Any = None, seed: int | None = None,
+              preset: str | None = None) -> Any:
+    """DiffWave from `checkpoint=` (a directory written by Vocoder.save), from a shipped `preset=`,
+    or randomly initialised from `config=` (a DiffWaveConfig or a dict of its fields; `seed` fixes
+    the weights). With none of them: the shipped default vocoder."""
     from .params import DiffWaveConfig
+    from .pretrained import DEFAULT_PRESET, preset_path
     from .vocoder import Vocoder, load_vocoder as load_checkpoint
 
+    given = [name for name, value in (("checkpoint", checkpoint), ("preset", preset)) if value is not None]
+    if config is not None or seed is not None:
+        given.append("config/seed")
+    if len(given) > 1:
+        raise ValueError(f"give one of checkpoint= (trained weights), preset= (a shipped vocoder) or "
+                         f"config=/seed= (random init), got {' and '.join(given)}")
     if checkpoint is not None:
-        if config is not None or seed is not None:
-            raise ValueError("give either checkpoint= (trained weights) or config=/seed= (random init), not both")
         return load_checkpoint(checkpoint)
+    if config is None and seed is None:
+        return load_checkpoint(preset_path(preset or DEFAULT_PRESET))
     if config is None:
-        raise ValueError("the 'diffwave' vocoder needs checkpoint=PATH for trained weights, or config= "
-                         "(a DiffWaveConfig or dict) for a randomly initialised model")
+        raise ValueError("seed= initialises a random model and needs config= (a DiffWaveConfig or dict)")
     if isinstance(config, dict):
         config = DiffWaveConfig.from_dict(config)
     if not isinstance(config, DiffWaveConfig):
@@ -219,4 +227,5 @@ def _diffwave(checkpoint: str | os.PathLike | None = None, config: Any = None, s
 
 @hookimpl(specname="register_vocoders")
 def _register_diffwave(register) -> None:
-    register("diffwave", _diffwave, description="DiffWave (lmnt-com/diffwave architecture) in Keras 3")
+    register("diffwave", _diffwave, description="DiffWave (lmnt-com/diffwave architecture) in Keras 3; "
+                                                "the shipped default vocoder unless checkpoint=, preset= or config=")

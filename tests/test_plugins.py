@@ -152,7 +152,9 @@ def test_load_vocoder_by_path_or_by_name(tmp_path):
 
 @pytest.mark.parametrize("call, message", [
     (lambda: plugins.load_vocoder("no-such-vocoder"), "neither an existing checkpoint directory nor a registered"),
-    (lambda: plugins.load_vocoder("diffwave"), "needs checkpoint=PATH"),
+    (lambda: plugins.load_vocoder("diffwave", preset="no-such-preset"), "no shipped vocoder preset"),
+    (lambda: plugins.load_vocoder("diffwave", seed=3), "needs config="),
+    (lambda: plugins.load_vocoder("diffwave", preset="default", seed=3), "got preset and config/seed"),
     (lambda: plugins.load_vocoder("/no/such/checkpoint"), "checkpoint not found"),
     (lambda: plugins.load_vocoder(Path("/tmp"), seed=1), "takes none"),
     (lambda: plugins.load_vocoder("diffwave", config=[1]), "config must be a DiffWaveConfig or a dict"),
