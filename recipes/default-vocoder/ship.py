@@ -1,0 +1,71 @@
+"""Export the newest checkpoint of the default-vocoder run into the package, with its provenance and
+its quality on held-out speech (voices and texts never trained on) recorded in metadata.json.
+
+    python recipes/default-vocoder/ship.py [WORK_DIR] [--full]
+
+WORK_DIR is train.sh's (default ~/diffwave-default-vocoder). Writes diffwave_vocoder/pretrained/default
+(atomically) and recipes/default-vocoder/evaluation.json (per-clip scores). --full also scores the
+50-step schedule.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from diffwave_vocoder.evaluate import evaluate
+from diffwave_vocoder.learner import load_for_export
+from diffwave_vocoder.pretrained import DEFAULT_PRESET, PRESETS_DIR
+
+HERE = Path(__file__).resolve().parent
+
+
+def corpus_manifest(path: Path) -> dict:
+    manifest = json.loads((path / "corpus.json").read_text())
+    return {key: manifest[key] for key in ("clips", "seed", "sample_rate", "voices", "tools")}
+
+
+def rounded(value: float) -> float | None:
+    """Four decimals; None for a metric undefined on every clip (JSON has no NaN)."""
+    return round(value, 4) if math.isfinite(value) else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("work_dir", nargs="?", type=Path, default=Path.home() / "diffwave-default-vocoder")
+    parser.add_argument("--full", action="store_true", help="also evaluate the 50-step schedule")
+    args = parser.parse_args()
+    work = args.work_dir
+    vocoder = load_for_export(work / "run")
+    step = vocoder.metadata["training_step"]
+    reports = {"fast": evaluate(vocoder, work / "heldout", steps="fast", progress=True)}
+    if args.full:
+        reports["full"] = evaluate(vocoder, work / "heldout", steps="full", baseline=None, ground_truth=False,
+                                   progress=True)
+    quality = {}
+    for schedule, report in reports.items():
+        print(f"\n{schedule} schedule, step {step}:\n{report.table()}")
+        quality[schedule] = [{k: (rounded(v) if isinstance(v, float) else v) for k, v in row.items()}
+                             for row in report.summary()]
+    vocoder.metadata.update({
+        "preset": DEFAULT_PRESET,
+        "recipe": "recipes/default-vocoder (train.sh, config.json, ship.py)",
+        "training_command": "bash recipes/default-vocoder/train.sh",
+        "trainer_command": "diffwave-vocoder train WORK/run WORK/train --val WORK/val "
+                           "--config recipes/default-vocoder/config.json",
+        "training_config": json.loads((HERE / "config.json").read_text()),
+        "training_data": corpus_manifest(work / "train"),
+        "validation_data": corpus_manifest(work / "val"),
+        "evaluation_data": {**corpus_manifest(work / "heldout"),
+                            "note": "voices and texts never trained on (corpus --exclude-texts-of train)"},
+        "quality_heldout": quality,
+    })
+    out = vocoder.save(PRESETS_DIR / DEFAULT_PRESET)
+    evaluation = {schedule: report.to_dict() for schedule, report in reports.items()}
+    (HERE / "evaluation.json").write_text(json.dumps(evaluation, indent=1) + "\n")
+    print(f"\nwrote {out} (step {step}) and {HERE / 'evaluation.json'}")
+
+
+if __name__ == "__main__":
+    main()
