@@ -1,34 +1,26 @@
 #!/usr/bin/env bash
-# The main job end to end, on CPU in a few minutes: speech corpus -> mels -> train -> export -> vocode.
+# The main job with the vocoder that ships in the package, in under a minute on 2 CPU cores:
+# text -> speech synthesizer -> wav -> mel -> DiffWave -> wav, and how close the result is.
 #
-#   bash examples/quickstart.sh [OUT_DIR] [DATA_DIR]
+#   bash examples/quickstart.sh [OUT_DIR]
 #
-# DATA_DIR is any directory of 22.05 kHz wavs or an LJSpeech folder. Without it, a corpus of synthetic
-# speech is generated with `diffwave-vocoder corpus` (espeak-ng, flite, festival and sox). The model is
-# small and trained for STEPS (default 200) steps, which shows the whole pipeline working but not good
-# audio (expect mostly noise): the reference reports intelligible speech after ~8k steps and the paper's
-# quality after ~1M steps with the default config.
+# The two clips are spoken by voices the shipped model never heard in training (flite's awb and
+# espeak-ng's en-us+m5), with texts it never saw. Train your own with examples/train_small.sh (a few
+# minutes) or recipes/default-vocoder/train.sh (the shipped model's recipe, hours).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-quickstart}
-DATA=${2:-}
-STEPS=${STEPS:-200}
 mkdir -p "$OUT"
 
-if [ -z "$DATA" ]; then
-    DATA="$OUT/corpus"
-    # The corpus appears whole or not at all, so an interrupted run simply makes it again.
-    [ -f "$DATA/metadata.csv" ] || diffwave-vocoder corpus "$DATA" --clips 40
-fi
-
-# Mels beside the wavs (X.wav.spec.npy), cached for training.
-diffwave-vocoder preprocess "$DATA"
-# Resumable: run the same command again after an interruption and it continues from the last checkpoint.
-diffwave-vocoder train "$OUT/run" "$DATA" --config examples/quickstart_config.json --max-steps "$STEPS"
-diffwave-vocoder export "$OUT/run" "$OUT/vocoder"
-diffwave-vocoder info "$OUT/vocoder"
-
-WAV=$(find "$DATA" -name '*.wav' | sort | head -n 1)
-diffwave-vocoder resynth --model "$OUT/vocoder" "$WAV" -o "$OUT/resynth.wav" --seed 0
-diffwave-vocoder vocode --model "$OUT/vocoder" "$WAV.spec.npy" -o "$OUT/vocoded_full.wav" --steps full --seed 0
-echo "done: listen to $OUT/resynth.wav (fast schedule) and $OUT/vocoded_full.wav (full schedule)"
+diffwave-vocoder info | head -n 3
+[ -f "$OUT/speech/metadata.csv" ] || diffwave-vocoder corpus "$OUT/speech" --clips 2 --seed 7 \
+    --voices flite:awb,espeak-ng:en-us+m5
+WAV=$(find "$OUT/speech/wavs" -name '*.wav' | sort | head -n 1)
+# wav -> mel -> wav with the shipped model, fast schedule (6 steps).
+diffwave-vocoder resynth "$WAV" -o "$OUT/resynth.wav" --seed 0
+# The same from a cached mel file (the reference's (n_mels, frames) layout), as an acoustic model would give.
+diffwave-vocoder preprocess "$OUT/speech"
+diffwave-vocoder vocode "$WAV.spec.npy" -o "$OUT/vocoded.wav" --seed 0
+# Quality against the original and against Griffin-Lim from the same mel.
+diffwave-vocoder evaluate "$OUT/speech" --metrics stoi,pesq,logmel_l1 --json "$OUT/evaluation.json"
+echo "done: listen to $WAV (original), $OUT/resynth.wav and $OUT/vocoded.wav"

@@ -7,10 +7,9 @@ Everything after that is what a real pipeline does: pick the vocoder by name fro
 let the registered "tacotron2" adapter convert the mel to the vocoder's own convention, and write
 the audio.
 
-    python examples/tts_pipeline.py out.wav --text "The quick brown fox." --checkpoint CKPT_DIR
+    python examples/tts_pipeline.py out.wav --text "The quick brown fox." [--checkpoint CKPT_DIR]
 
-Without --checkpoint the DiffWave vocoder is randomly initialised (--layers sets its depth), so
-the pipeline runs end to end but the audio is noise, not speech.
+Without --checkpoint it uses the vocoder that ships in the package (`load_vocoder("diffwave")`).
 """
 from __future__ import annotations
 
@@ -54,17 +53,12 @@ def main(argv: list[str] | None = None) -> Path:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--text", default="A vocoder turns this mel spectrogram back into sound.")
     source.add_argument("--wav", type=Path, help="speech to take the mel from instead of --text")
-    parser.add_argument("--checkpoint", help="trained diffwave-vocoder checkpoint directory")
-    parser.add_argument("--layers", type=int, default=30, help="residual layers of a random-init model")
+    parser.add_argument("--checkpoint", help="diffwave-vocoder checkpoint directory (default: the shipped vocoder)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     mel = acoustic_model(args.text, args.wav)  # torch.Tensor (1, 80, frames), PyTorch layout
-    if args.checkpoint:
-        vocoder = load_vocoder("diffwave", checkpoint=args.checkpoint)
-    else:
-        print("no --checkpoint: using a randomly initialised DiffWave (the output will be noise)")
-        vocoder = load_vocoder("diffwave", config={"residual_layers": args.layers}, seed=args.seed)
+    vocoder = load_vocoder("diffwave", checkpoint=args.checkpoint)  # None: the shipped default
     audio = vocoder.vocode(mel, layout="torch", adapter="tacotron2", seed=args.seed)[0]
     save_audio(args.output, np.asarray(audio), vocoder.sample_rate)
     print(f"{mel.shape[-1]} Tacotron 2 frames -> {len(audio) / vocoder.sample_rate:.2f} s at "

@@ -1,0 +1,73 @@
+"""Quality against training step for a run: `evaluate_run` on every kept checkpoint, plotted beside
+Griffin-Lim and ground truth from the same mels.
+
+    python benchmarks/quality_curve.py RUN_DIR DATA... [--out quality.png] [--json quality.json]
+        [--metrics stoi,pesq,logmel_l1,dnsmos_p808] [--steps fast] [--max-seconds S]
+
+The plot has one panel per metric: the vocoder's score at each checkpoint step, with Griffin-Lim and
+ground truth (where a reference-free metric gives it a score) as horizontal lines. Needs the `eval`
+extra and matplotlib.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from diffwave_vocoder.evaluate import HIGHER_IS_BETTER, OURS, evaluate_run
+
+LABELS = {"stoi": "STOI", "estoi": "ESTOI", "pesq": "PESQ (wb)", "mcd": "MCD (dB)", "mrstft": "MR-STFT",
+          "logmel_l1": "log-mel L1 (1.0 = 100 dB)", "f0_rmse": "F0 RMSE (Hz)", "vuv_error": "V/UV error",
+          "dnsmos_p808": "DNSMOS P.808"}
+
+
+def plot(summary: list[dict], metrics: list[str], out: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ours = sorted((row for row in summary if row["system"] == OURS), key=lambda row: row["step"])
+    others = {row["system"]: row for row in summary if row["system"] != OURS}
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        ax.plot([r["step"] for r in ours], [r[metric] for r in ours], "o-", label="diffwave (fast)")
+        for system, style in (("griffin-lim", "--"), ("ground-truth", ":")):
+            value = others.get(system, {}).get(metric, math.nan)
+            if value is not None and math.isfinite(value):
+                ax.axhline(value, linestyle=style, color="gray" if system == "griffin-lim" else "black",
+                           label=system)
+        arrow = "higher is better" if HIGHER_IS_BETTER[metric] else "lower is better"
+        ax.set_title(f"{LABELS.get(metric, metric)}\n({arrow})", fontsize=9)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("data", nargs="+")
+    parser.add_argument("--metrics", default="stoi,pesq,logmel_l1,dnsmos_p808")
+    parser.add_argument("--steps", default="fast")
+    parser.add_argument("--max-seconds", type=float)
+    parser.add_argument("--out", type=Path, default=Path("quality.png"))
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    report = evaluate_run(args.run, args.data, steps=args.steps, metrics=metrics, max_seconds=args.max_seconds,
+                          progress=True)
+    print(report.table())
+    if args.json:
+        report.write_json(args.json)
+    clips = len({row["clip"] for row in report.rows})
+    plot(report.summary(), metrics, args.out, f"{args.run.name}: {clips} held-out clips, {args.steps} schedule")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
