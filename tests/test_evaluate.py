@@ -139,7 +139,7 @@ def test_cli_skips_an_unreadable_clip_by_name_and_writes_json_and_csv(tmp_path, 
 
 
 @pytest.mark.parametrize("args, message", [
-    (("DATA",), "no model given"),
+    (("MISSING",), "evaluation data not found"),  # no --model: the shipped vocoder
     (("--model", "MODEL", "--run", "RUN", "DATA"), "not both"),
     (("--model", "MODEL", "MISSING"), "evaluation data not found"),
     (("--model", "MISSING", "DATA"), "checkpoint not found"),
