@@ -70,11 +70,12 @@ def test_kill_9_mid_run_then_rerun_completes_with_no_partial_files(tmp_path, che
                                 str(data / "*.npy"), "-o", str(out), "--batch-size", "1", "--steps", "full"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while not list(out.glob("*.wav")) and time.monotonic() < deadline and process.poll() is None:
+    # Finished outputs only: pathlib's "*" also matches the hidden temporary an output is written to first.
+    while not list(out.glob("m*.wav")) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    done = sorted(out.glob("*.wav"))
+    done = sorted(out.glob("m*.wav"))
     assert 0 < len(done) < count, "kill the run while it is vocoding"
     for path in done:  # what exists is complete
         assert soundfile.info(path).frames == (60 + int(path.stem[1:])) * 256
