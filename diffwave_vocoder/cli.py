@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported
 
@@ -346,17 +347,23 @@ def _train_overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
-def _log_to_stderr() -> None:
-    """The package's log messages (INFO and up) as plain lines on stderr."""
+@contextlib.contextmanager
+def _log_to_stderr() -> Iterator[None]:
+    """The package's log messages (INFO and up) as plain lines on stderr while a command runs; the
+    logger is restored afterwards, so a `main()` called in-process leaves logging as it found it."""
     import logging
 
     package_log = logging.getLogger("diffwave_vocoder")
-    if not package_log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        package_log.addHandler(handler)
+    saved = package_log.handlers[:], package_log.level, package_log.propagate
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    package_log.handlers = [handler]
     package_log.setLevel(logging.INFO)
     package_log.propagate = False  # TensorFlow's absl may have configured the root logger too
+    try:
+        yield
+    finally:
+        package_log.handlers, package_log.level, package_log.propagate = saved
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -368,8 +375,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     # Precedence: flags, then --config, then the run's own training.json, then the defaults.
     base = stored_run(args.model_dir)[1] or TrainingSettings()
     settings = base.replace(**{**settings, **_train_overrides(args)})
-    _log_to_stderr()
-    result = Trainer(args.model_dir, args.data, args.val, config, settings, args.strategy).fit()
+    with _log_to_stderr():
+        result = Trainer(args.model_dir, args.data, args.val, config, settings, args.strategy).fit()
     if not result.finished:
         print(f"stopped at step {result.step} with checkpoint {result.checkpoint}; run the same command to resume",
               file=sys.stderr)
@@ -412,13 +419,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .sampler import configure_cpu_threads
 
     configure_cpu_threads()
-    _log_to_stderr()
     options = dict(steps=args.steps, baseline=None if args.baseline == "none" else args.baseline,
                    metrics=args.metrics, seed=args.seed, max_seconds=args.max_seconds)
-    if args.run:
-        report = evaluate_run(args.run, args.data, **options)
-    else:
-        report = evaluate(_load_model(args.model), args.data, **options)
+    with _log_to_stderr():
+        if args.run:
+            report = evaluate_run(args.run, args.data, **options)
+        else:
+            report = evaluate(_load_model(args.model), args.data, **options)
     print(report.table())
     for path, write in ((args.json, report.write_json), (args.csv, report.write_csv),
                         (args.summary_csv, report.write_summary_csv)):

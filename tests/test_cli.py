@@ -120,3 +120,17 @@ def test_plugins_lists_builtin_vocoder_and_adapters():
     for name in ("diffwave", "tacotron2", "hifigan", "coqui", "espnet", "generic"):
         assert f"  {name} " in result.stdout
     assert "diffwave-vocoder" in result.stdout
+
+
+def test_in_process_main_leaves_the_package_logger_as_it_found_it(tmp_path, capsys):
+    # The CLI routes the package's log to stderr while a command runs (train, evaluate), then restores it:
+    # otherwise a later caller's log capture (caplog, an application's handlers) would see nothing.
+    import logging
+
+    from diffwave_vocoder.cli import main
+
+    logger = logging.getLogger("diffwave_vocoder")
+    before = logger.handlers[:], logger.level, logger.propagate
+    assert main(["evaluate", str(tmp_path / "missing")]) == 1
+    assert "evaluation data not found" in capsys.readouterr().err
+    assert (logger.handlers, logger.level, logger.propagate) == before
