@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job with the vocoder that ships in the package, in under a minute on 2 CPU cores:
+# The main job with the vocoder that ships in the package, about 1.5 minutes on 2 CPU cores (most of it
+# TensorFlow starting in each of the six commands):
 # text -> speech synthesizer -> wav -> mel -> DiffWave -> wav, and how close the result is.
 #
 #   bash examples/quickstart.sh [OUT_DIR]
@@ -12,7 +13,9 @@ cd "$(dirname "$0")/.."
 OUT=${1:-quickstart}
 mkdir -p "$OUT"
 
-diffwave-vocoder info | head -n 3
+# What the shipped vocoder is (sizes, data, training command, held-out quality): all of it in the file.
+diffwave-vocoder info > "$OUT/shipped-vocoder.txt"
+head -n 3 "$OUT/shipped-vocoder.txt"
 [ -f "$OUT/speech/metadata.csv" ] || diffwave-vocoder corpus "$OUT/speech" --clips 2 --seed 7 \
     --voices flite:awb,espeak-ng:en-us+m5
 WAV=$(find "$OUT/speech/wavs" -name '*.wav' | sort | head -n 1)
