@@ -36,3 +36,11 @@ def small_vocoder(small_config):
     kernel = np.random.default_rng(0).normal(0, 0.1, layer.kernel.shape).astype("float32")
     layer.set_weights([kernel, np.zeros(layer.bias.shape, "float32")])
     return vocoder
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint(tmp_path_factory, small_vocoder) -> Path:
+    """`small_vocoder` saved as a checkpoint directory (read only: tests write elsewhere)."""
+    path = tmp_path_factory.mktemp("small-checkpoint") / "model"
+    small_vocoder.save(path)
+    return path

@@ -23,14 +23,7 @@ def mel(frames, seed):
     return np.random.default_rng(seed).uniform(0, 1, (frames, 80)).astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, small_vocoder):
-    path = tmp_path_factory.mktemp("batch") / "model"
-    small_vocoder.save(path)
-    return path
-
-
-def test_directory_with_a_corrupt_file_then_a_rerun_that_skips(tmp_path, checkpoint):
+def test_directory_with_a_corrupt_file_then_a_rerun_that_skips(tmp_path, small_checkpoint):
     data = tmp_path / "mels"
     (data / "sub").mkdir(parents=True)
     mels = {"a": mel(12, 1), "b": mel(13, 2), "sub/c": mel(30, 3)}
@@ -39,7 +32,7 @@ def test_directory_with_a_corrupt_file_then_a_rerun_that_skips(tmp_path, checkpo
     np.save(data / "d.wav.spec.npy", mel(11, 4).T)  # the reference's preprocess layout and name
     (data / "broken.npy").write_bytes(b"\x93NUMPY not really")
     out = tmp_path / "out"
-    result = run_cli("vocode", "--model", checkpoint, data, "-o", out, "--seed", 7, "--layout", "auto")
+    result = run_cli("vocode", "--model", small_checkpoint, data, "-o", out, "--seed", 7, "--layout", "auto")
     stderr = result.stderr.decode()
     assert result.returncode == 1
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
@@ -48,25 +41,25 @@ def test_directory_with_a_corrupt_file_then_a_rerun_that_skips(tmp_path, checkpo
     assert "wrote 4 files" in result.stdout.decode()
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == \
         ["a.wav", "b.wav", "d.wav", "sub/c.wav"]
-    vocoder = load_vocoder(checkpoint)
+    vocoder = load_vocoder(small_checkpoint)
     for name, m in mels.items():  # batched with similar lengths, yet each equals vocoding it alone
         audio, rate = soundfile.read(out / f"{name}.wav", dtype="float32")
         assert rate == 22050 and np.abs(audio - vocoder.vocode(m, seed=7)).max() <= 1e-4
 
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.wav")}
-    again = run_cli("vocode", "--model", checkpoint, data, "-o", out, "--seed", 7, "--layout", "auto")
+    again = run_cli("vocode", "--model", small_checkpoint, data, "-o", out, "--seed", 7, "--layout", "auto")
     assert again.returncode == 1 and "skipped 4 that exist" in again.stdout.decode()
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.wav")} == before
 
 
 @pytest.mark.slow
-def test_kill_9_mid_run_then_rerun_completes_with_no_partial_files(tmp_path, checkpoint):
+def test_kill_9_mid_run_then_rerun_completes_with_no_partial_files(tmp_path, small_checkpoint):
     data, out = tmp_path / "mels", tmp_path / "out"
     data.mkdir()
     count = 16
     for i in range(count):
         np.save(data / f"m{i:02d}.npy", mel(60 + i, i))
-    process = subprocess.Popen([sys.executable, "-m", "diffwave_vocoder.cli", "vocode", "--model", str(checkpoint),
+    process = subprocess.Popen([sys.executable, "-m", "diffwave_vocoder.cli", "vocode", "--model", str(small_checkpoint),
                                 str(data / "*.npy"), "-o", str(out), "--batch-size", "1", "--steps", "full"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
@@ -80,23 +73,23 @@ def test_kill_9_mid_run_then_rerun_completes_with_no_partial_files(tmp_path, che
     for path in done:  # what exists is complete
         assert soundfile.info(path).frames == (60 + int(path.stem[1:])) * 256
     (out / f".m{count - 1:02d}.wav.x1y2z3.tmp.wav").write_bytes(b"half a file")  # as a kill mid-write leaves
-    result = run_cli("vocode", "--model", checkpoint, data / "*.npy", "-o", out, "--batch-size", "1")
+    result = run_cli("vocode", "--model", small_checkpoint, data / "*.npy", "-o", out, "--batch-size", "1")
     assert result.returncode == 0, result.stderr
     assert f"wrote {count - len(done)} files" in result.stdout.decode()
     assert f"skipped {len(done)}" in result.stdout.decode()
     assert sorted(p.name for p in out.iterdir()) == [f"m{i:02d}.wav" for i in range(count)]
 
 
-def test_stream_to_stdout_as_wav_and_raw_pcm(tmp_path, checkpoint):
+def test_stream_to_stdout_as_wav_and_raw_pcm(tmp_path, small_checkpoint):
     m = mel(40, 9)
     np.save(tmp_path / "m.npy", m)
-    wav = run_cli("vocode", "--model", checkpoint, tmp_path / "m.npy", "-o", "-", "--stream", "--seed", 3)
+    wav = run_cli("vocode", "--model", small_checkpoint, tmp_path / "m.npy", "-o", "-", "--stream", "--seed", 3)
     assert wav.returncode == 0, wav.stderr
     audio, rate = soundfile.read(io.BytesIO(wav.stdout), dtype="float32")
     assert rate == 22050 and len(audio) == 40 * 256
-    expected = load_vocoder(checkpoint).vocode(m, seed=3)
+    expected = load_vocoder(small_checkpoint).vocode(m, seed=3)
     assert np.abs(audio - expected).max() <= 1.0 / 32768 + 1e-5
-    raw = run_cli("vocode", "--model", checkpoint, tmp_path / "m.npy", "-o", "-", "--stream", "--raw", "--seed", 3)
+    raw = run_cli("vocode", "--model", small_checkpoint, tmp_path / "m.npy", "-o", "-", "--stream", "--raw", "--seed", 3)
     assert raw.returncode == 0 and raw.stdout == wav.stdout[44:]
-    wrong = run_cli("vocode", "--model", checkpoint, tmp_path / "m.npy", "-o", tmp_path / "x.wav", "--stream")
+    wrong = run_cli("vocode", "--model", small_checkpoint, tmp_path / "m.npy", "-o", tmp_path / "x.wav", "--stream")
     assert wrong.returncode != 0 and wrong.stderr.decode().strip().count("\n") == 0 and b"-o -" in wrong.stderr

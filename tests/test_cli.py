@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 import soundfile
 
 from diffwave_vocoder.audio import load_audio
@@ -25,29 +24,22 @@ def assert_one_line_error(result, *fragments):
         assert fragment in lines[0]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, small_vocoder):
-    path = tmp_path_factory.mktemp("cli") / "model"
-    small_vocoder.save(path)
-    return path
-
-
-def test_vocode_reference_layout_npy(tmp_path, checkpoint):
+def test_vocode_reference_layout_npy(tmp_path, small_checkpoint):
     mel = np.random.default_rng(0).uniform(0, 1, (80, 9)).astype(np.float32)  # reference (n_mels, frames)
     np.save(tmp_path / "x.wav.spec.npy", mel)
     out = tmp_path / "out.wav"
-    result = run_cli("vocode", "--model", checkpoint, tmp_path / "x.wav.spec.npy", "-o", out, "--seed", 3)
+    result = run_cli("vocode", "--model", small_checkpoint, tmp_path / "x.wav.spec.npy", "-o", out, "--seed", 3)
     assert result.returncode == 0, result.stderr
     audio, rate = soundfile.read(out)
     assert rate == 22050 and len(audio) == 9 * 256
 
 
-def test_resynth_resamples_and_says_so(tmp_path, checkpoint, speech_corpus):
+def test_resynth_resamples_and_says_so(tmp_path, small_checkpoint, speech_corpus):
     wav = sorted((speech_corpus / "wavs").glob("*.wav"))[0]
     audio, _ = load_audio(wav)
     soundfile.write(tmp_path / "16k.wav", audio[::2][:8000], 11025)
     out = tmp_path / "re.wav"
-    result = run_cli("resynth", "--model", checkpoint, tmp_path / "16k.wav", "-o", out, "--steps", "fast")
+    result = run_cli("resynth", "--model", small_checkpoint, tmp_path / "16k.wav", "-o", out, "--steps", "fast")
     assert result.returncode == 0, result.stderr
     assert "resampled" in result.stderr and "22050 Hz" in result.stderr
     info = soundfile.info(out)
@@ -72,32 +64,32 @@ def test_preprocess_writes_reference_named_mels_and_reports_bad_files(tmp_path, 
     assert not (data / "broken.wav.spec.npy").exists()
 
 
-def test_info_shows_sizes_and_convention(checkpoint):
-    result = run_cli("info", checkpoint)
+def test_info_shows_sizes_and_convention(small_checkpoint):
+    result = run_cli("info", small_checkpoint)
     assert result.returncode == 0, result.stderr
     assert "parameters" in result.stdout and "n_mels=80" in result.stdout and "compression=lmnt" in result.stdout
 
 
-def test_errors_are_one_line_and_leave_no_output(tmp_path, checkpoint):
+def test_errors_are_one_line_and_leave_no_output(tmp_path, small_checkpoint):
     out = tmp_path / "never.wav"
     assert_one_line_error(run_cli("vocode", "--model", tmp_path / "nope", tmp_path / "m.npy", "-o", out),
                           "m.npy")
     np.save(tmp_path / "nan.npy", np.full((10, 80), np.nan, np.float32))
-    assert_one_line_error(run_cli("vocode", "--model", checkpoint, tmp_path / "nan.npy", "-o", out), "NaN")
+    assert_one_line_error(run_cli("vocode", "--model", small_checkpoint, tmp_path / "nan.npy", "-o", out), "NaN")
     np.save(tmp_path / "wrong.npy", np.zeros((10, 64), np.float32))
-    assert_one_line_error(run_cli("vocode", "--model", checkpoint, tmp_path / "wrong.npy", "-o", out), "n_mels")
+    assert_one_line_error(run_cli("vocode", "--model", small_checkpoint, tmp_path / "wrong.npy", "-o", out), "n_mels")
     np.save(tmp_path / "ok.npy", np.zeros((10, 80), np.float32))
     assert_one_line_error(run_cli("vocode", "--model", tmp_path / "nope", tmp_path / "ok.npy", "-o", out),
                           "checkpoint not found")
-    assert_one_line_error(run_cli("resynth", "--model", checkpoint, tmp_path / "missing.wav", "-o", out),
+    assert_one_line_error(run_cli("resynth", "--model", small_checkpoint, tmp_path / "missing.wav", "-o", out),
                           "missing.wav")
-    assert_one_line_error(run_cli("vocode", "--model", checkpoint, tmp_path / "ok.npy", "-o", out, "--steps", "x"),
+    assert_one_line_error(run_cli("vocode", "--model", small_checkpoint, tmp_path / "ok.npy", "-o", out, "--steps", "x"),
                           "--steps")
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".never")]
 
 
-def test_vocode_a_tacotron2_mel_through_its_adapter(tmp_path, checkpoint, speech_corpus):
+def test_vocode_a_tacotron2_mel_through_its_adapter(tmp_path, small_checkpoint, speech_corpus):
     from diffwave_vocoder.adapters.conventions import CONVENTIONS
     from diffwave_vocoder.mel import compute_mel
 
@@ -106,11 +98,11 @@ def test_vocode_a_tacotron2_mel_through_its_adapter(tmp_path, checkpoint, speech
     assert tacotron_mel.min() < 0  # natural-log values, not lmnt's [0, 1]
     np.save(tmp_path / "taco.npy", tacotron_mel.T)  # PyTorch layout, as Tacotron 2 emits it
     out = tmp_path / "taco.wav"
-    result = run_cli("vocode", "--model", checkpoint, tmp_path / "taco.npy", "-o", out, "--adapter", "tacotron2",
+    result = run_cli("vocode", "--model", small_checkpoint, tmp_path / "taco.npy", "-o", out, "--adapter", "tacotron2",
                      "--layout", "torch", "--seed", 1)
     assert result.returncode == 0, result.stderr
     assert soundfile.info(out).frames == tacotron_mel.shape[0] * 256
-    assert_one_line_error(run_cli("vocode", "--model", checkpoint, tmp_path / "taco.npy", "-o", tmp_path / "x.wav",
+    assert_one_line_error(run_cli("vocode", "--model", small_checkpoint, tmp_path / "taco.npy", "-o", tmp_path / "x.wav",
                                   "--adapter", "no-such-model"), "no adapter named 'no-such-model'")
 
 

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from diffwave_vocoder import DiffWaveConfig, Vocoder, resolve_schedule
+from helpers import audible_vocoder
 from diffwave_vocoder.sampler import (SAMPLES_PER_OP_THREAD, InferenceOptions, Sampler, configure_cpu_threads,
                                       op_threads, utterance_noise)
 
@@ -18,11 +19,7 @@ CONFIG = DiffWaveConfig(residual_channels=8, residual_layers=12, dilation_cycle_
 
 @pytest.fixture(scope="module")
 def vocoder():
-    vocoder = Vocoder.from_config(CONFIG, seed=7)
-    layer = vocoder.model.get_layer("output_projection")
-    layer.set_weights([np.random.default_rng(7).normal(0, 0.3, w.shape).astype(np.float32)
-                       for w in layer.get_weights()])
-    return vocoder
+    return audible_vocoder(CONFIG, seed=7, std=0.3)
 
 
 def plain_loop(vocoder: Vocoder, steps, mel: np.ndarray, noise: np.ndarray) -> np.ndarray:

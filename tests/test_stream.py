@@ -9,6 +9,7 @@ from diffwave_vocoder import DiffWaveConfig, Vocoder
 from diffwave_vocoder.chunking import MEL_MARGIN_FRAMES
 from diffwave_vocoder.sampler import InferenceOptions, resolve_schedule
 from diffwave_vocoder.stream import lookahead_frames
+from helpers import audible_vocoder
 
 # Receptive field 1 + 2 + ... + 512 + 1 + 2 = 1026 samples per side, four frames: with 6 steps the
 # dependency cone spans 24 frames each way, and with 256-sample chunks every pass crosses tiles.
@@ -22,10 +23,7 @@ def mel(frames: int, seed: int = 0, n_mels: int = 80) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def wide():
-    vocoder = Vocoder.from_config(WIDE, seed=3)
-    layer = vocoder.model.get_layer("output_projection")
-    layer.set_weights([np.random.default_rng(3).normal(0, 0.3, w.shape).astype(np.float32)
-                       for w in layer.get_weights()])
+    vocoder = audible_vocoder(WIDE, seed=3, std=0.3)
     vocoder.inference_options = InferenceOptions(chunk_length=256)
     return vocoder
 
