@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Retrain the vocoder that ships in the package (diffwave_vocoder/pretrained/default).
 #
-#   bash recipes/default-vocoder/train.sh [WORK_DIR]      # default WORK_DIR: ~/diffwave-default-vocoder
+#   bash recipes/default-vocoder/train.sh [WORK_DIR [TRAIN_ARGS...]]   # default WORK_DIR: ~/diffwave-default-vocoder
+#
+# TRAIN_ARGS go to `diffwave-vocoder train`, e.g. `--init-from CKPT` to continue from an exported
+# vocoder when the run directory was lost (weights kept, fresh optimizer; the export records the chain).
 #
 # Makes the corpora with `diffwave-vocoder corpus`, then trains with this folder's config.json. The
 # same command resumes an interrupted run (SIGTERM saves a checkpoint first). Training state and
@@ -9,6 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 WORK=${1:-$HOME/diffwave-default-vocoder}
+shift || true
 HERE=recipes/default-vocoder
 mkdir -p "$WORK"
 
@@ -27,4 +31,4 @@ TRAIN_VOICES="$TRAIN_VOICES,festival:cmu_us_slt_arctic_hts,festival:kal_diphone,
 [ -f "$WORK/.preprocessed" ] || { diffwave-vocoder preprocess "$WORK/train" && diffwave-vocoder preprocess "$WORK/val" \
     && touch "$WORK/.preprocessed"; }
 
-diffwave-vocoder train "$WORK/run" "$WORK/train" --val "$WORK/val" --config "$HERE/config.json"
+diffwave-vocoder train "$WORK/run" "$WORK/train" --val "$WORK/val" --config "$HERE/config.json" "$@"
