@@ -66,7 +66,7 @@ def child(plan_file: str) -> None:
     from diffwave_vocoder import training_checkpoints
     from diffwave_vocoder.learner import Trainer, TrainingSettings, load_for_export
     from diffwave_vocoder.params import DiffWaveConfig
-    from diffwave_vocoder.vocoder import load_vocoder
+    from diffwave_vocoder.vocoder import Vocoder
 
     target = plan.get("target")  # {"phase", "step", "index", "when"}: kill at that operation
     record: list[list] = []
@@ -136,7 +136,7 @@ def child(plan_file: str) -> None:
         Path(plan["record"]).write_text(json.dumps(record))
     weights = {f"checkpoint_{i}": w for i, w in enumerate(load_for_export(plan["run"]).model.get_weights())}
     weights.update({f"vocoder_{i}": w for i, w in enumerate(
-        load_vocoder(Path(plan["run"]) / "vocoder").model.get_weights())})
+        Vocoder.load(Path(plan["run"]) / "vocoder").model.get_weights())})
     np.savez(plan["weights"], **weights)
 
 

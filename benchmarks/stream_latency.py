@@ -37,11 +37,10 @@ def main() -> None:
 
     from diffwave_vocoder import DiffWaveConfig, Vocoder
     from diffwave_vocoder.sampler import configure_cpu_threads
-    from diffwave_vocoder.vocoder import load_vocoder
 
     configure_cpu_threads()
     if args.checkpoint:
-        vocoder, model = load_vocoder(args.checkpoint), args.checkpoint
+        vocoder, model = Vocoder.load(args.checkpoint), args.checkpoint
     else:
         config = DiffWaveConfig(residual_channels=16, residual_layers=6, dilation_cycle_length=3) \
             if args.small else DiffWaveConfig()

@@ -21,7 +21,7 @@ _EXPORTS = {
     "resolve_schedule": "sampler",
     "Vocoder": "vocoder",
     "convert_lmnt_checkpoint": "convert",
-    # The registry's load_vocoder takes a checkpoint path (as vocoder.load_vocoder) or a registered name.
+    # load_vocoder takes a checkpoint path (read by Vocoder.load) or a registered vocoder name.
     "load_vocoder": "plugins",
     "list_vocoders": "plugins",
     "list_adapters": "plugins",

@@ -123,9 +123,9 @@ def _load_mel(path):
 def _load_model(path: str | None):
     """The checkpoint at `path`, or the vocoder shipped in the package when no --model is given."""
     from .pretrained import preset_path
-    from .vocoder import load_vocoder
+    from .vocoder import Vocoder
 
-    return load_vocoder(path if path else preset_path())
+    return Vocoder.load(path if path else preset_path())
 
 
 def cmd_vocode(args: argparse.Namespace) -> None:
@@ -234,9 +234,9 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
     from .audio import load_audio
     from .mel import compute_mel
     from .params import DiffWaveConfig
-    from .vocoder import load_vocoder
+    from .vocoder import Vocoder
 
-    convention = (load_vocoder(args.model).mel_convention if args.model
+    convention = (Vocoder.load(args.model).mel_convention if args.model
                   else DiffWaveConfig().mel_convention())
     root = Path(args.data_dir)
     if not root.is_dir():

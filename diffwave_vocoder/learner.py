@@ -44,7 +44,7 @@ from .progress import progress_line
 from .run_lock import RunLock
 from .tensorboard_log import SummaryLog
 from .training_checkpoints import (CheckpointStore, VARIABLES_PREFIX, is_training_checkpoint, read_state)
-from .vocoder import CONFIG_FILE, Vocoder, load_vocoder
+from .vocoder import CONFIG_FILE, Vocoder
 
 log = logging.getLogger(__name__)
 
@@ -713,7 +713,7 @@ def load_for_export(src: str | os.PathLike) -> Vocoder:
         root = latest
     if not is_training_checkpoint(root):
         if (root / CONFIG_FILE).is_file():
-            return load_vocoder(root)
+            return Vocoder.load(root)
         raise ValueError(f"not a training run, training checkpoint or vocoder checkpoint: {root} (expected "
                          f"{CHECKPOINTS_DIR}/, state.json or config.json in it)")
     state = read_state(root)

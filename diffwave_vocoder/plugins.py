@@ -175,9 +175,9 @@ def load_vocoder(name_or_path: str | os.PathLike, **options: Any) -> Any:
         if options:
             raise ValueError(f"options {sorted(options)} apply to registered vocoder names; a checkpoint "
                              f"path ({os.fspath(name_or_path)}) takes none")
-        from .vocoder import load_vocoder as load_checkpoint
+        from .vocoder import Vocoder
 
-        return load_checkpoint(name_or_path)
+        return Vocoder.load(name_or_path)
     if not isinstance(name_or_path, str):
         raise ValueError(f"expected a vocoder name or a checkpoint path, got {type(name_or_path).__name__}")
     if name_or_path not in _get().entries["vocoder"]:
@@ -204,7 +204,7 @@ def _diffwave(checkpoint: str | os.PathLike | None = None, config: Any = None, s
     the weights). With none of them: the shipped default vocoder."""
     from .params import DiffWaveConfig
     from .pretrained import DEFAULT_PRESET, preset_path
-    from .vocoder import Vocoder, load_vocoder as load_checkpoint
+    from .vocoder import Vocoder
 
     given = [name for name, value in (("checkpoint", checkpoint), ("preset", preset)) if value is not None]
     if config is not None or seed is not None:
@@ -213,9 +213,9 @@ def _diffwave(checkpoint: str | os.PathLike | None = None, config: Any = None, s
         raise ValueError(f"give one of checkpoint= (trained weights), preset= (a shipped vocoder) or "
                          f"config=/seed= (random init), got {' and '.join(given)}")
     if checkpoint is not None:
-        return load_checkpoint(checkpoint)
+        return Vocoder.load(checkpoint)
     if config is None and seed is None:
-        return load_checkpoint(preset_path(preset or DEFAULT_PRESET))
+        return Vocoder.load(preset_path(preset or DEFAULT_PRESET))
     if config is None:
         raise ValueError("seed= initialises a random model and needs config= (a DiffWaveConfig or dict)")
     if isinstance(config, dict):

@@ -208,33 +208,33 @@ class Vocoder:
             self.model.save_weights(tmp / WEIGHTS_FILE)
         return Path(path)
 
-
-def load_vocoder(path: str | os.PathLike) -> Vocoder:
-    """Load a checkpoint directory written by `Vocoder.save` (or by conversion or training export)."""
-    root = Path(path)
-    if not root.exists():
-        raise ValueError(f"checkpoint not found: {root}")
-    if not root.is_dir() or not (root / CONFIG_FILE).is_file():
-        raise ValueError(f"not a diffwave-vocoder checkpoint: {root} (expected a directory with "
-                         f"{CONFIG_FILE} and {WEIGHTS_FILE}; convert PyTorch .pt files with "
-                         "`diffwave-vocoder convert`)")
-    try:
-        config = DiffWaveConfig.from_json((root / CONFIG_FILE).read_text())
-        metadata = json.loads((root / METADATA_FILE).read_text()) if (root / METADATA_FILE).exists() else {}
-    except (json.JSONDecodeError, TypeError, ValueError) as error:
-        raise ValueError(f"unreadable checkpoint config in {root}: {error}") from None
-    if metadata.get("format", FORMAT_NAME) != FORMAT_NAME or metadata.get("format_version", 1) > FORMAT_VERSION:
-        raise ValueError(f"{root} holds format {metadata.get('format')} v{metadata.get('format_version')}; "
-                         f"this version reads {FORMAT_NAME} up to v{FORMAT_VERSION}")
-    for key in ("format", "format_version", "package_version"):
-        metadata.pop(key, None)
-    model = build_model(config)
-    weights = root / WEIGHTS_FILE
-    if not weights.is_file():
-        raise ValueError(f"checkpoint {root} has no {WEIGHTS_FILE}")
-    check_weights_fit(model, weights)
-    try:
-        model.load_weights(weights)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot load weights from {weights}: {error}") from None
-    return Vocoder(model, config, metadata)
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Vocoder":
+        """Read a checkpoint directory written by `save` (or by conversion or training export)."""
+        root = Path(path)
+        if not root.exists():
+            raise ValueError(f"checkpoint not found: {root}")
+        if not root.is_dir() or not (root / CONFIG_FILE).is_file():
+            raise ValueError(f"not a diffwave-vocoder checkpoint: {root} (expected a directory with "
+                             f"{CONFIG_FILE} and {WEIGHTS_FILE}; convert PyTorch .pt files with "
+                             "`diffwave-vocoder convert`)")
+        try:
+            config = DiffWaveConfig.from_json((root / CONFIG_FILE).read_text())
+            metadata = json.loads((root / METADATA_FILE).read_text()) if (root / METADATA_FILE).exists() else {}
+        except (json.JSONDecodeError, TypeError, ValueError) as error:
+            raise ValueError(f"unreadable checkpoint config in {root}: {error}") from None
+        if metadata.get("format", FORMAT_NAME) != FORMAT_NAME or metadata.get("format_version", 1) > FORMAT_VERSION:
+            raise ValueError(f"{root} holds format {metadata.get('format')} v{metadata.get('format_version')}; "
+                             f"this version reads {FORMAT_NAME} up to v{FORMAT_VERSION}")
+        for key in ("format", "format_version", "package_version"):
+            metadata.pop(key, None)
+        model = build_model(config)
+        weights = root / WEIGHTS_FILE
+        if not weights.is_file():
+            raise ValueError(f"checkpoint {root} has no {WEIGHTS_FILE}")
+        check_weights_fit(model, weights)
+        try:
+            model.load_weights(weights)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"cannot load weights from {weights}: {error}") from None
+        return cls(model, config, metadata)

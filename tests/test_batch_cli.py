@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from diffwave_vocoder.vocoder import load_vocoder
+from diffwave_vocoder.vocoder import Vocoder
 
 
 def run_cli(*args, **kwargs):
@@ -41,7 +41,7 @@ def test_directory_with_a_corrupt_file_then_a_rerun_that_skips(tmp_path, small_c
     assert "wrote 4 files" in result.stdout.decode()
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == \
         ["a.wav", "b.wav", "d.wav", "sub/c.wav"]
-    vocoder = load_vocoder(small_checkpoint)
+    vocoder = Vocoder.load(small_checkpoint)
     for name, m in mels.items():  # batched with similar lengths, yet each equals vocoding it alone
         audio, rate = soundfile.read(out / f"{name}.wav", dtype="float32")
         assert rate == 22050 and np.abs(audio - vocoder.vocode(m, seed=7)).max() <= 1e-4
@@ -87,7 +87,7 @@ def test_stream_to_stdout_as_wav_and_raw_pcm(tmp_path, small_checkpoint):
     assert wav.returncode == 0, wav.stderr
     audio, rate = soundfile.read(io.BytesIO(wav.stdout), dtype="float32")
     assert rate == 22050 and len(audio) == 40 * 256
-    expected = load_vocoder(small_checkpoint).vocode(m, seed=3)
+    expected = Vocoder.load(small_checkpoint).vocode(m, seed=3)
     assert np.abs(audio - expected).max() <= 1.0 / 32768 + 1e-5
     raw = run_cli("vocode", "--model", small_checkpoint, tmp_path / "m.npy", "-o", "-", "--stream", "--raw", "--seed", 3)
     assert raw.returncode == 0 and raw.stdout == wav.stdout[44:]

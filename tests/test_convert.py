@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffwave_vocoder.vocoder import load_vocoder
+from diffwave_vocoder.vocoder import Vocoder
 from diffwave_vocoder.audio import load_audio
 from diffwave_vocoder.convert import ConversionError, convert_lmnt_checkpoint
 from diffwave_vocoder.mel import compute_mel
@@ -51,7 +51,7 @@ def converted(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"convert-{request.param}")
     save_like_learner(learner_state_dict(model, optimizer, scaler, dict(params), step=1000), root / "run")
     convert_lmnt_checkpoint(root / "run", root / "converted")
-    vocoder = load_vocoder(root / "converted")
+    vocoder = Vocoder.load(root / "converted")
     return model, vocoder, params, Sampler(vocoder.model, vocoder.config)  # one trace for fast and full
 
 
@@ -189,7 +189,7 @@ def test_unconditional_model(tmp_path, monkeypatch):
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     save_like_learner(learner_state_dict(model, optimizer, scaler, dict(params), step=4), tmp_path / "run")
     convert_lmnt_checkpoint(tmp_path / "run", tmp_path / "converted")
-    vocoder = load_vocoder(tmp_path / "converted")
+    vocoder = Vocoder.load(tmp_path / "converted")
     assert not vocoder.conditional and vocoder.config.audio_len == FRAMES * 256
 
     audio = np.random.default_rng(1).normal(size=(1, FRAMES * 256)).astype(np.float32)
@@ -319,7 +319,7 @@ def test_cli_convert_then_info(tmp_path, small_reference):
                   "--sample-rate", 22050)
     assert result.returncode == 0, result.stderr
     assert "assumed" in result.stdout and "noise_schedule" in result.stdout
-    vocoder = load_vocoder(tmp_path / "out")
+    vocoder = Vocoder.load(tmp_path / "out")
     assert vocoder.config.dilation_cycle_length == 2
     assert vocoder.metadata["overrides"] == {"dilation_cycle_length": 2, "sample_rate": 22050}
 

@@ -7,7 +7,7 @@ import pytest
 
 from diffwave_vocoder.learner import Trainer, TrainingSettings, load_for_export
 from diffwave_vocoder.params import DiffWaveConfig
-from diffwave_vocoder.vocoder import Vocoder, load_vocoder
+from diffwave_vocoder.vocoder import Vocoder
 
 TINY = DiffWaveConfig(residual_channels=8, residual_layers=4, dilation_cycle_length=2)
 BASE = dict(batch_size=4, crop_frames=8, checkpoint_every=2, val_vocode_clips=0, learning_rate=5e-3)
@@ -38,7 +38,7 @@ def pretrained(tmp_path_factory):
 def test_fine_tuning_starts_at_the_checkpoints_validation_loss(speech_corpus, val, pretrained, tmp_path):
     fresh = Trainer(tmp_path / "fresh", speech_corpus, val=val, config=TINY, settings=settings(max_steps=2))
     fresh_loss = fresh.validate(0, None)
-    fresh.model.set_weights(load_vocoder(pretrained).model.get_weights())
+    fresh.model.set_weights(Vocoder.load(pretrained).model.get_weights())
     checkpoint_loss = fresh.validate(0, None)
     assert abs(checkpoint_loss - fresh_loss) > 0.05
     tuned = Trainer(tmp_path / "tuned", speech_corpus, val=val,
@@ -47,7 +47,7 @@ def test_fine_tuning_starts_at_the_checkpoints_validation_loss(speech_corpus, va
     assert tuned.validate(0, None) == pytest.approx(checkpoint_loss, rel=1e-6)
     result = tuned.fit()
     assert abs(result.validation_loss - checkpoint_loss) < abs(result.validation_loss - fresh_loss)
-    metadata = load_vocoder(result.exported).metadata
+    metadata = Vocoder.load(result.exported).metadata
     assert metadata["training_step"] == 2
     assert metadata["init_from"]["path"] == str(pretrained)
     assert metadata["init_from"]["metadata"]["training_step"] == 6  # the init checkpoint's own provenance
@@ -69,7 +69,7 @@ def test_resuming_a_fine_tuning_run_resumes_it(speech_corpus, pretrained, tmp_pa
     assert result.step == 4
     for a, b in zip(resumed.model.get_weights(), uninterrupted.model.get_weights()):
         assert np.abs(a - b).max() <= 1e-5
-    assert load_vocoder(result.exported).metadata["init_from"]["path"] == str(init)  # provenance kept
+    assert Vocoder.load(result.exported).metadata["init_from"]["path"] == str(init)  # provenance kept
     assert load_for_export(run / "checkpoints" / "step-000000004").metadata["init_from"]["path"] == str(init)
 
 

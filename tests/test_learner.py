@@ -21,7 +21,7 @@ from diffwave_vocoder.dataset import example_indices, make_dataset
 from diffwave_vocoder.learner import (Progress, Trainer, TrainingSettings, load_config_file, load_for_export,
                                       train)
 from diffwave_vocoder.params import DiffWaveConfig
-from diffwave_vocoder.vocoder import load_vocoder
+from diffwave_vocoder.vocoder import Vocoder
 
 TINY = DiffWaveConfig(residual_channels=8, residual_layers=4, dilation_cycle_length=2)
 BASE = dict(max_steps=8, batch_size=4, crop_frames=8, checkpoint_every=4, log_every=2, val_fraction=0.0)
@@ -269,11 +269,11 @@ def test_export_cli_and_vocode_work_on_any_checkpoint(uninterrupted, tmp_path, c
     out = tmp_path / "exported"
     assert main(["export", str(run), str(out)]) == 0
     assert "step 8" in capsys.readouterr().out
-    assert max_diff(load_vocoder(out).model.get_weights(), load_vocoder(run / "vocoder").model.get_weights()) == 0
+    assert max_diff(Vocoder.load(out).model.get_weights(), Vocoder.load(run / "vocoder").model.get_weights()) == 0
     older = tmp_path / "older"
     assert main(["export", str(run / "checkpoints" / "step-000000004"), str(older), "--format", "checkpoint"]) == 0
-    assert load_vocoder(older).metadata["training_step"] == 4
-    assert max_diff(load_for_export(out).model.get_weights(), load_vocoder(out).model.get_weights()) == 0
+    assert Vocoder.load(older).metadata["training_step"] == 4
+    assert max_diff(load_for_export(out).model.get_weights(), Vocoder.load(out).model.get_weights()) == 0
     mel = tmp_path / "mel.npy"
     np.save(mel, np.random.default_rng(0).uniform(0, 1, (80, 12)).astype(np.float32))  # reference layout
     wav = tmp_path / "out.wav"
@@ -365,7 +365,7 @@ def test_mixed_precision_trains_and_exports_float32(speech_corpus, tmp_path, pre
     assert trainer.model.layers[-1].compute_dtype == precision
     assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer) == (precision == "float16")
     assert np.isfinite(result.last_loss) and 0 < result.last_loss < 2
-    exported = load_vocoder(run / "vocoder")
+    exported = Vocoder.load(run / "vocoder")
     assert all(w.dtype == np.float32 for w in exported.model.get_weights())
     assert keras.config.dtype_policy().name == "float32"  # not left behind globally
     assert exported.vocode(np.full((4, 80), 0.5, np.float32), seed=0).shape == (1024,)
@@ -376,7 +376,7 @@ def test_unconditional_model_trains_on_audio_crops(speech_corpus, tmp_path):
     config = TINY.replace(unconditional=True, audio_len=4096)
     result = Trainer(run, speech_corpus, config=config, settings=settings(max_steps=2, crop_samples=3000)).fit()
     assert result.finished and np.isfinite(result.last_loss)
-    vocoder = load_vocoder(run / "vocoder")
+    vocoder = Vocoder.load(run / "vocoder")
     assert not vocoder.conditional and vocoder.generate(seed=0).shape == (1, 4096)
 
 
