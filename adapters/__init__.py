@@ -1,8 +1,8 @@
 """Mel adapters: convert mels from other acoustic models to a checkpoint's convention.
 
 `MelAdapter(source, target)` does the conversion; `conventions` holds the recipes of the
-toolkits a pipeline is likely to use. Both are registered by name through the package's
-`diffwave_vocoder` entry points (see `diffwave_vocoder.plugins.get_adapter`).
+toolkits a pipeline is likely to use. Each recipe is registered as an adapter by name in
+`diffwave_vocoder.builtin` (see `diffwave_vocoder.registry.get_adapter`).
 """
 from .conventions import CONVENTIONS, load_stats
 from .convert import MelAdapter

@@ -22,10 +22,10 @@ _EXPORTS = {
     "Vocoder": "vocoder",
     "convert_lmnt_checkpoint": "convert",
     # load_vocoder takes a checkpoint path (read by Vocoder.load) or a registered vocoder name.
-    "load_vocoder": "plugins",
-    "list_vocoders": "plugins",
-    "list_adapters": "plugins",
-    "get_adapter": "plugins",
+    "load_vocoder": "registry",
+    "list_vocoders": "registry",
+    "list_adapters": "registry",
+    "get_adapter": "registry",
     "hookimpl": "hookspecs",
 }
 

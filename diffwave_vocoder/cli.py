@@ -139,7 +139,7 @@ def cmd_vocode(args: argparse.Namespace) -> None:
     vocoder = _load_model(args.model)
     adapter = None
     if args.adapter:
-        from .plugins import get_adapter
+        from .registry import get_adapter
 
         options = {"stats": args.adapter_stats} if args.adapter_stats else {}
         adapter = get_adapter(args.adapter, target=vocoder.mel_convention, **options)
@@ -314,7 +314,7 @@ def _betas(value: str) -> list[float]:
 
 
 def cmd_plugins(args: argparse.Namespace) -> None:
-    from .plugins import list_adapters, list_vocoders
+    from .registry import list_adapters, list_vocoders
 
     for title, entries in (("vocoders", list_vocoders()), ("adapters", list_adapters())):
         print(f"{title}:")
@@ -490,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = commands.add_parser("plugins", help="registered vocoders and mel adapters, with their distributions")
-    p.set_defaults(func=cmd_plugins)
+    p.set_defaults(func=cmd_plugins, tensorflow=False)  # listing plugins imports no model code
 
     p = commands.add_parser("convert", help="lmnt-com/diffwave PyTorch checkpoint -> checkpoint directory "
                                             "(no torch needed; nothing in the file is executed)")
@@ -572,7 +572,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():  # a warning is one line on stderr, like an error
             warnings.showwarning = _one_line_warning
-            _import_tensorflow_quietly()
+            if getattr(args, "tensorflow", True):
+                _import_tensorflow_quietly()
             args.func(args)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -181,7 +181,7 @@ class Vocoder:
 
     def _adapt(self, mel: MelInput, adapter: str | Callable[..., Any], layout: str) -> Any:
         if isinstance(adapter, str):
-            from .plugins import get_adapter
+            from .registry import get_adapter
 
             adapter = get_adapter(adapter, target=self.mel_convention)
         elif getattr(adapter, "target", self.mel_convention) != self.mel_convention:

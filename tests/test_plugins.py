@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,11 +14,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffwave_vocoder import plugins
+import diffwave_vocoder
+from diffwave_vocoder import builtin, registry
 from diffwave_vocoder.adapters import CONVENTIONS, MelAdapter
 from diffwave_vocoder.mel import MelConvention, compute_mel
 
 FIXTURES = Path(__file__).parent / "plugin_fixture"
+# Where the package under test is imported from; a subprocess must find this copy and its metadata.
+PACKAGE_ROOT = Path(diffwave_vocoder.__file__).parents[1]
+
+
+def run_python(code: str, *paths: Path, **env: str) -> subprocess.CompletedProcess:
+    """`code` in a fresh interpreter that sees the package under test and `paths`, run outside the repository."""
+    search = os.pathsep.join([*map(str, paths), str(PACKAGE_ROOT)])
+    return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                          cwd=paths[0] if paths else None,
+                          env={"PYTHONPATH": search, "PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3", **env})
 
 
 @pytest.fixture(scope="session")
@@ -53,42 +65,51 @@ def on_path(installed):
                                                            "dwv_duplicate_plugin"))]:
         del sys.modules[module]
     importlib.invalidate_caches()
-    plugins.reload_plugins()
+    registry.reload_plugins()
 
 
-def test_own_vocoder_and_adapters_come_from_our_entry_points():
-    plugins.reload_plugins()
-    vocoders, adapters = plugins.list_vocoders(), plugins.list_adapters()
-    assert vocoders["diffwave"].plugin == "diffwave"
-    assert vocoders["diffwave"].distribution.startswith("diffwave-vocoder ")
-    assert set(CONVENTIONS) | {"generic"} <= set(adapters)
-    assert {r.plugin for name, r in adapters.items() if name in CONVENTIONS} == {"adapters"}
+def test_own_vocoder_and_adapters_come_from_our_entry_point():
+    registry.reload_plugins()
+    vocoders, adapters = registry.list_vocoders(), registry.list_adapters()
+    assert set(vocoders) == {"diffwave"} and set(adapters) == set(CONVENTIONS) | {"generic"}
+    assert set(builtin.ADAPTER_DESCRIPTIONS) == set(CONVENTIONS)  # every toolkit recipe is registered
+    for entry in (*vocoders.values(), *adapters.values()):
+        assert entry.plugin == "builtin" and entry.distribution == f"diffwave-vocoder {diffwave_vocoder.__version__}"
     from importlib.metadata import entry_points
 
     declared = {ep.name: ep.value for ep in entry_points(group="diffwave_vocoder")}
-    assert declared["diffwave"] == "diffwave_vocoder.plugins"
-    assert declared["adapters"] == "diffwave_vocoder.adapters.plugin"
+    assert declared == {"builtin": "diffwave_vocoder.builtin"}
+
+
+def test_listing_plugins_imports_neither_tensorflow_nor_librosa():
+    code = ("import json, sys, diffwave_vocoder as dv; from diffwave_vocoder.cli import main; "
+            "found = [sorted(dv.list_vocoders()), sorted(dv.list_adapters())]; main(['plugins']); "
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'librosa'));"
+            "print(json.dumps({'found': found, 'heavy': heavy}))")
+    out = json.loads(run_python(code).stdout.strip().splitlines()[-1])
+    assert out["found"] == [["diffwave"], sorted(set(CONVENTIONS) | {"generic"})]
+    assert out["heavy"] == []
 
 
 def test_third_party_plugin_is_found_through_installed_metadata(on_path, installed):
     with pytest.raises(ImportError):
         importlib.import_module("dwv_fixture_plugin")  # not importable until installed on the path
     on_path("good")
-    plugins.reload_plugins()
-    vocoder_entry = plugins.list_vocoders()["fixture-tiny"]
-    adapter_entry = plugins.list_adapters()["fixture-ln"]
+    registry.reload_plugins()
+    vocoder_entry = registry.list_vocoders()["fixture-tiny"]
+    adapter_entry = registry.list_adapters()["fixture-ln"]
     assert vocoder_entry.distribution == adapter_entry.distribution == "dwv-fixture-plugin 0.3.1"
     assert vocoder_entry.plugin == "fixture"
     assert Path(sys.modules["dwv_fixture_plugin"].__file__).is_relative_to(installed["good"])
-    assert "diffwave" in plugins.list_vocoders()  # ours still there
+    assert "diffwave" in registry.list_vocoders()  # ours still there
 
-    vocoder = plugins.load_vocoder("fixture-tiny", seed=3)
+    vocoder = registry.load_vocoder("fixture-tiny", seed=3)
     assert vocoder.config.residual_layers == 2
     # The fixture adapter: natural-log mels on lmnt's filterbank -> lmnt's mel, exact where unclipped.
     audio = np.sin(2 * np.pi * 440 * np.arange(8192) / 22050).astype(np.float32) * 0.5
     source = MelConvention(compression="log", compression_params={"base": np.e, "guard": "clamp", "eps": 1e-5})
     ln_mel = compute_mel(audio, source)
-    adapter = plugins.get_adapter("fixture-ln")
+    adapter = registry.get_adapter("fixture-ln")
     np.testing.assert_allclose(adapter(ln_mel), compute_mel(audio), atol=2e-6)
     waveform = vocoder.vocode(ln_mel.T, layout="torch", adapter="fixture-ln", seed=0)
     assert waveform.shape == (ln_mel.shape[0] * vocoder.hop_length,)
@@ -97,10 +118,7 @@ def test_third_party_plugin_is_found_through_installed_metadata(on_path, install
 def test_a_fresh_process_discovers_the_installed_plugin(installed):
     code = ("import json, diffwave_vocoder as d; "
             "print(json.dumps({'v': sorted(d.list_vocoders()), 'a': sorted(d.list_adapters())}))")
-    env = {"PYTHONPATH": str(installed["good"]), "PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env,
-                         cwd=installed["good"])
-    found = json.loads(out.stdout.strip().splitlines()[-1])
+    found = json.loads(run_python(code, installed["good"]).stdout.strip().splitlines()[-1])
     assert found["v"] == ["diffwave", "fixture-tiny"]
     assert "fixture-ln" in found["a"] and "tacotron2" in found["a"]
 
@@ -109,8 +127,8 @@ def test_broken_plugins_warn_by_name_and_the_others_still_load(on_path):
     on_path("good", "broken")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        plugins.reload_plugins()
-    messages = [str(w.message) for w in caught if issubclass(w.category, plugins.PluginLoadWarning)]
+        registry.reload_plugins()
+    messages = [str(w.message) for w in caught if issubclass(w.category, registry.PluginLoadWarning)]
     assert len(messages) == 3, messages
     by_name = {name: next(m for m in messages if f"plugin {name!r}" in m)
                for name in ("needs-missing", "misspelt", "raises")}
@@ -119,20 +137,20 @@ def test_broken_plugins_warn_by_name_and_the_others_still_load(on_path):
     assert "register_vocoder" in by_name["misspelt"]
     assert "fixture hook failure" in by_name["raises"]
     # Nothing from a failing hook is kept; every good plugin is.
-    assert "half-registered" not in plugins.list_adapters()
-    assert "never-registered" not in plugins.list_vocoders()
-    assert {"diffwave", "fixture-tiny"} <= set(plugins.list_vocoders())
-    assert {"fixture-ln", "tacotron2", "hifigan"} <= set(plugins.list_adapters())
+    assert "half-registered" not in registry.list_adapters()
+    assert "never-registered" not in registry.list_vocoders()
+    assert {"diffwave", "fixture-tiny"} <= set(registry.list_vocoders())
+    assert {"fixture-ln", "tacotron2", "hifigan"} <= set(registry.list_adapters())
 
 
 def test_two_plugins_claiming_one_name_is_an_error_naming_both_distributions(on_path):
     on_path("duplicate")
-    with pytest.raises(plugins.PluginConflictError) as raised:
-        plugins.reload_plugins()
+    with pytest.raises(registry.PluginConflictError) as raised:
+        registry.reload_plugins()
     message = str(raised.value)
     assert "'tacotron2'" in message
     assert "diffwave-vocoder 0.1.0" in message and "dwv-duplicate-plugin 1.0.0" in message
-    assert "'adapters'" in message and "'clash'" in message
+    assert "'builtin'" in message and "'clash'" in message
 
 
 def test_load_vocoder_by_path_or_by_name(tmp_path):
@@ -151,18 +169,18 @@ def test_load_vocoder_by_path_or_by_name(tmp_path):
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: plugins.load_vocoder("no-such-vocoder"), "neither an existing checkpoint directory nor a registered"),
-    (lambda: plugins.load_vocoder("diffwave", preset="no-such-preset"), "no shipped vocoder preset"),
-    (lambda: plugins.load_vocoder("diffwave", seed=3), "needs config="),
-    (lambda: plugins.load_vocoder("diffwave", preset="default", seed=3), "got preset and config/seed"),
-    (lambda: plugins.load_vocoder("/no/such/checkpoint"), "checkpoint not found"),
-    (lambda: plugins.load_vocoder(Path("/tmp"), seed=1), "takes none"),
-    (lambda: plugins.load_vocoder("diffwave", config=[1]), "config must be a DiffWaveConfig or a dict"),
-    (lambda: plugins.get_adapter("no-such-adapter"), "registered adapters: ["),
-    (lambda: plugins.get_adapter("tacotron2", target="lmnt"), "target must be a MelConvention"),
-    (lambda: plugins.get_adapter("tacotron2", fmx=8000), "unsupported option"),
-    (lambda: plugins.get_adapter("coqui", mel_fmx=8000), "unsupported Coqui audio setting(s) ['mel_fmx']"),
-    (lambda: plugins.get_adapter("tacotron2", method="lstsq"), "method must be one of"),
+    (lambda: registry.load_vocoder("no-such-vocoder"), "neither an existing checkpoint directory nor a registered"),
+    (lambda: registry.load_vocoder("diffwave", preset="no-such-preset"), "no shipped vocoder preset"),
+    (lambda: registry.load_vocoder("diffwave", seed=3), "needs config="),
+    (lambda: registry.load_vocoder("diffwave", preset="default", seed=3), "got preset and config/seed"),
+    (lambda: registry.load_vocoder("/no/such/checkpoint"), "checkpoint not found"),
+    (lambda: registry.load_vocoder(Path("/tmp"), seed=1), "takes none"),
+    (lambda: registry.load_vocoder("diffwave", config=[1]), "config must be a DiffWaveConfig or a dict"),
+    (lambda: registry.get_adapter("no-such-adapter"), "registered adapters: ["),
+    (lambda: registry.get_adapter("tacotron2", target="lmnt"), "target must be a MelConvention"),
+    (lambda: registry.get_adapter("tacotron2", fmx=8000), "unsupported option"),
+    (lambda: registry.get_adapter("coqui", mel_fmx=8000), "unsupported Coqui audio setting(s) ['mel_fmx']"),
+    (lambda: registry.get_adapter("tacotron2", method="lstsq"), "method must be one of"),
 ])
 def test_bad_requests_are_value_errors_that_say_what_was_expected(call, message):
     with pytest.raises(ValueError) as raised:

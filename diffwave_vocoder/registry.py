@@ -1,9 +1,12 @@
-"""The vocoder and adapter registry: pluggy hooks fed by `diffwave_vocoder` entry points.
+"""The vocoder and adapter registry: a pluggy PluginManager fed by `diffwave_vocoder` entry points.
 
-Plugins are discovered lazily on first use from installed distributions' metadata; this package's
-own DiffWave vocoder and adapters come in through the same entry points (pyproject.toml), so a
-third party is on an equal footing. A plugin that fails to import, or whose hook fails, is skipped
-with a `PluginLoadWarning` naming it; two plugins claiming one name is a `PluginConflictError`
+Plugins are discovered on first use from installed distributions' metadata. This package's own
+vocoder and adapters (`diffwave_vocoder.builtin`) come in through the same entry points, so a third
+party is on an equal footing. Discovery imports the plugin modules only; what a factory needs
+(TensorFlow, librosa) is imported when the factory is called.
+
+A plugin that fails to import, implements a hook that does not exist, or whose hook raises is
+skipped with a `PluginLoadWarning` naming it; two plugins claiming one name is a `PluginConflictError`
 naming both distributions (silently preferring one would vocode with the wrong model).
 """
 from __future__ import annotations
@@ -13,13 +16,15 @@ import importlib.metadata
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import pluggy
 
 from . import hookspecs
-from .hookspecs import PROJECT, hookimpl
-from .mel import MelConvention
+from .hookspecs import PROJECT
+
+if TYPE_CHECKING:
+    from .mel import MelConvention
 
 ENTRY_POINT_GROUP = PROJECT
 HOOKS = {"vocoder": "register_vocoders", "adapter": "register_adapters"}
@@ -53,18 +58,26 @@ class _Registry:
         origins = self._load_entry_points()
         self._drop_invalid(origins)
         for plugin_name in sorted(origins, key=lambda n: (origins[n][1], origins[n][0])):
-            self._collect(plugin_name, *origins[plugin_name])
+            for entry in self._collect(plugin_name, *origins[plugin_name]):
+                table = self.entries[entry.kind]
+                if entry.name in table:
+                    first = table[entry.name]
+                    raise PluginConflictError(
+                        f"{entry.kind} name {entry.name!r} is registered twice: by plugin {first.plugin!r} of "
+                        f"distribution {first.distribution!r} and by plugin {entry.plugin!r} of distribution "
+                        f"{entry.distribution!r}; uninstall one of the two distributions")
+                table[entry.name] = entry
 
     def _load_entry_points(self) -> dict[str, tuple[str, str]]:
         """Import and register every entry point; plugin name -> (entry-point name, distribution)."""
         origins = {}
         # entry_points() yields each distribution once even if it is visible twice on sys.path.
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            dist = f"{ep.dist.metadata['Name']} {ep.dist.version}" if ep.dist else "unknown distribution"
+            dist_name = ep.dist.metadata["Name"] if ep.dist else "unknown distribution"
+            dist = f"{dist_name} {ep.dist.version}" if ep.dist else dist_name
+            plugin_name = f"{dist_name}:{ep.name}"
             try:
-                plugin = ep.load()
-                plugin_name = f"{dist.split()[0]}:{ep.name}"
-                self.manager.register(plugin, name=plugin_name)
+                self.manager.register(ep.load(), name=plugin_name)
             except Exception as error:  # noqa: BLE001 - any failure of one plugin must not stop the others
                 _warn(ep.name, dist, f"failed to load ({ep.value}): {type(error).__name__}: {error}")
                 continue
@@ -83,28 +96,24 @@ class _Registry:
                 ep_name, dist = origins.pop(name)
                 _warn(ep_name, dist, str(error))
 
-    def _collect(self, plugin_name: str, ep_name: str, dist: str) -> None:
+    def _collect(self, plugin_name: str, ep_name: str, dist: str) -> list[Registration]:
+        """What one plugin registers, through a pluggy hook caller restricted to that plugin.
+
+        One call of `manager.hook.<name>` would run every plugin's implementation with one `register`
+        callback, which cannot tell who called it, and the first raising plugin would stop the rest.
+        A subset caller per plugin keeps pluggy's calling convention and says where each name came from.
+        """
         plugin = self.manager.get_plugin(plugin_name)
+        others = [other for other in self.manager.get_plugins() if other is not plugin]
         found: list[Registration] = []
         for kind, hook in HOOKS.items():
-            # Call this plugin's implementations one by one so each registration knows its origin.
-            impls = [impl for impl in getattr(self.manager.hook, hook).get_hookimpls() if impl.plugin is plugin]
+            call = self.manager.subset_hook_caller(hook, remove_plugins=others)
             try:
-                for impl in impls:
-                    register = _registrar(kind, found, ep_name, dist)
-                    impl.function(**({"register": register} if "register" in impl.argnames else {}))
+                call(register=_registrar(kind, found, ep_name, dist))
             except Exception as error:  # noqa: BLE001 - a failing hook skips that plugin only
                 _warn(ep_name, dist, f"its {hook} hook failed: {type(error).__name__}: {error}")
-                return
-        for entry in found:
-            table = self.entries[entry.kind]
-            if entry.name in table:
-                first = table[entry.name]
-                raise PluginConflictError(
-                    f"{entry.kind} name {entry.name!r} is registered twice: by plugin {first.plugin!r} of "
-                    f"distribution {first.distribution!r} and by plugin {entry.plugin!r} of distribution "
-                    f"{entry.distribution!r}; uninstall one of the two distributions")
-            table[entry.name] = entry
+                return []
+        return found
 
 
 def _registrar(kind: str, found: list[Registration], ep_name: str, dist: str) -> Callable[..., None]:
@@ -121,7 +130,7 @@ def _registrar(kind: str, found: list[Registration], ep_name: str, dist: str) ->
 
 def _warn(ep_name: str, dist: str, what: str) -> None:
     warnings.warn(f"diffwave_vocoder plugin {ep_name!r} from distribution {dist!r} was skipped: {what}",
-                  PluginLoadWarning, stacklevel=4)
+                  PluginLoadWarning, stacklevel=5)
 
 
 _registry: _Registry | None = None
@@ -139,11 +148,6 @@ def reload_plugins() -> None:
     global _registry
     _registry = None
     _get()
-
-
-def plugin_manager() -> pluggy.PluginManager:
-    """The pluggy manager with every loaded plugin (for listing hooks and tracing)."""
-    return _get().manager
 
 
 def list_vocoders() -> dict[str, Registration]:
@@ -180,52 +184,19 @@ def load_vocoder(name_or_path: str | os.PathLike, **options: Any) -> Any:
         return Vocoder.load(name_or_path)
     if not isinstance(name_or_path, str):
         raise ValueError(f"expected a vocoder name or a checkpoint path, got {type(name_or_path).__name__}")
-    if name_or_path not in _get().entries["vocoder"]:
+    registered = _get().entries["vocoder"]
+    if name_or_path not in registered:
         raise ValueError(f"{name_or_path!r} is neither an existing checkpoint directory nor a registered vocoder; "
-                         f"registered vocoders: {sorted(_get().entries['vocoder'])}")
+                         f"registered vocoders: {sorted(registered)}")
     return _lookup("vocoder", name_or_path).factory(**options)
 
 
 def get_adapter(name: str, target: MelConvention | None = None, **options: Any) -> Any:
     """The registered adapter `name`, converting into `target` (default: lmnt's mel convention)."""
+    from .mel import MelConvention
+
     if target is None:
         target = MelConvention()
     if not isinstance(target, MelConvention):
         raise ValueError(f"target must be a MelConvention (e.g. vocoder.mel_convention), got {type(target).__name__}")
     return _lookup("adapter", name).factory(target, **options)
-
-
-# --- this package's own vocoder, registered through its `diffwave` entry point --------------------
-
-def _diffwave(checkpoint: str | os.PathLike | None = None, config: Any = None, seed: int | None = None,
-              preset: str | None = None) -> Any:
-    """DiffWave from `checkpoint=` (a directory written by Vocoder.save), from a shipped `preset=`,
-    or randomly initialised from `config=` (a DiffWaveConfig or a dict of its fields; `seed` fixes
-    the weights). With none of them: the shipped default vocoder."""
-    from .params import DiffWaveConfig
-    from .pretrained import DEFAULT_PRESET, preset_path
-    from .vocoder import Vocoder
-
-    given = [name for name, value in (("checkpoint", checkpoint), ("preset", preset)) if value is not None]
-    if config is not None or seed is not None:
-        given.append("config/seed")
-    if len(given) > 1:
-        raise ValueError(f"give one of checkpoint= (trained weights), preset= (a shipped vocoder) or "
-                         f"config=/seed= (random init), got {' and '.join(given)}")
-    if checkpoint is not None:
-        return Vocoder.load(checkpoint)
-    if config is None and seed is None:
-        return Vocoder.load(preset_path(preset or DEFAULT_PRESET))
-    if config is None:
-        raise ValueError("seed= initialises a random model and needs config= (a DiffWaveConfig or dict)")
-    if isinstance(config, dict):
-        config = DiffWaveConfig.from_dict(config)
-    if not isinstance(config, DiffWaveConfig):
-        raise ValueError(f"config must be a DiffWaveConfig or a dict, got {type(config).__name__}")
-    return Vocoder.from_config(config, seed=seed)
-
-
-@hookimpl(specname="register_vocoders")
-def _register_diffwave(register) -> None:
-    register("diffwave", _diffwave, description="DiffWave (lmnt-com/diffwave architecture) in Keras 3; "
-                                                "the shipped default vocoder unless checkpoint=, preset= or config=")
