@@ -314,12 +314,18 @@ def _betas(value: str) -> list[float]:
 
 
 def cmd_plugins(args: argparse.Namespace) -> None:
-    from .registry import list_adapters, list_vocoders
+    from .registry import list_adapters, list_conflicts, list_vocoders
 
     for title, entries in (("vocoders", list_vocoders()), ("adapters", list_adapters())):
         print(f"{title}:")
         for name, entry in entries.items():
             print(f"  {name:<18} {entry.description}  [{entry.distribution}]")
+    conflicts = list_conflicts()
+    if conflicts:
+        print("conflicts (each name is unusable until one of its plugins is removed):")
+        for conflict in conflicts:
+            claims = ", ".join(f"plugin {r.plugin!r} [{r.distribution}]" for r in conflict.registrations)
+            print(f"  {conflict.kind} {conflict.name}: {claims}")
 
 
 def cmd_convert(args: argparse.Namespace) -> None:

@@ -5,9 +5,11 @@ vocoder and adapters (`diffwave_vocoder.builtin`) come in through the same entry
 party is on an equal footing. Discovery imports the plugin modules only; what a factory needs
 (TensorFlow, librosa) is imported when the factory is called.
 
-A plugin that fails to import, implements a hook that does not exist, or whose hook raises is
-skipped with a `PluginLoadWarning` naming it; two plugins claiming one name is a `PluginConflictError`
-naming both distributions (silently preferring one would vocode with the wrong model).
+One plugin's failure never costs the others. A plugin that fails to import, implements a hook that
+does not exist, or whose hook raises is skipped with a `PluginLoadWarning` naming it. A name that
+two plugins register is withheld with a `PluginConflictWarning`, and requesting it raises a
+`PluginConflictError` naming both (silently preferring one would vocode with the wrong model);
+every other name stays usable.
 """
 from __future__ import annotations
 
@@ -34,8 +36,12 @@ class PluginLoadWarning(UserWarning):
     """A plugin could not be imported or registered and was skipped."""
 
 
+class PluginConflictWarning(UserWarning):
+    """Two plugins registered one name; that name is unusable until one of them is removed."""
+
+
 class PluginConflictError(ValueError):
-    """Two plugins registered the same vocoder or adapter name."""
+    """A requested vocoder or adapter name is registered by more than one plugin."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,23 +56,38 @@ class Registration:
     distribution: str  # "name version" of the distribution declaring the entry point
 
 
+@dataclasses.dataclass(frozen=True)
+class Conflict:
+    """A vocoder or adapter name claimed by several registrations, none of which is used."""
+
+    kind: str
+    name: str
+    registrations: tuple[Registration, ...]
+
+    def __str__(self) -> str:
+        claims = " and ".join(f"plugin {r.plugin!r} of {r.distribution!r}" for r in self.registrations)
+        return (f"{self.kind} name {self.name!r} is registered by {claims}; uninstall one of those "
+                "distributions")
+
+
 class _Registry:
     def __init__(self) -> None:
         self.manager = pluggy.PluginManager(PROJECT)
         self.manager.add_hookspecs(hookspecs)
-        self.entries: dict[str, dict[str, Registration]] = {kind: {} for kind in HOOKS}
         origins = self._load_entry_points()
         self._drop_invalid(origins)
+        claims: dict[tuple[str, str], list[Registration]] = {}
         for plugin_name in sorted(origins, key=lambda n: (origins[n][1], origins[n][0])):
             for entry in self._collect(plugin_name, *origins[plugin_name]):
-                table = self.entries[entry.kind]
-                if entry.name in table:
-                    first = table[entry.name]
-                    raise PluginConflictError(
-                        f"{entry.kind} name {entry.name!r} is registered twice: by plugin {first.plugin!r} of "
-                        f"distribution {first.distribution!r} and by plugin {entry.plugin!r} of distribution "
-                        f"{entry.distribution!r}; uninstall one of the two distributions")
-                table[entry.name] = entry
+                claims.setdefault((entry.kind, entry.name), []).append(entry)
+        self.entries: dict[str, dict[str, Registration]] = {kind: {} for kind in HOOKS}
+        self.conflicts: dict[str, dict[str, Conflict]] = {kind: {} for kind in HOOKS}
+        for (kind, name), found in sorted(claims.items()):
+            if len(found) == 1:
+                self.entries[kind][name] = found[0]
+            else:
+                self.conflicts[kind][name] = conflict = Conflict(kind, name, tuple(found))
+                warnings.warn(str(conflict), PluginConflictWarning, stacklevel=4)
 
     def _load_entry_points(self) -> dict[str, tuple[str, str]]:
         """Import and register every entry point; plugin name -> (entry-point name, distribution)."""
@@ -151,17 +172,25 @@ def reload_plugins() -> None:
 
 
 def list_vocoders() -> dict[str, Registration]:
-    """Registered vocoders by name, with description and distribution."""
+    """Usable vocoders by name, with description and distribution (conflicting names are left out)."""
     return dict(sorted(_get().entries["vocoder"].items()))
 
 
 def list_adapters() -> dict[str, Registration]:
-    """Registered mel adapters by name, with description and distribution."""
+    """Usable mel adapters by name, with description and distribution (conflicting names are left out)."""
     return dict(sorted(_get().entries["adapter"].items()))
 
 
+def list_conflicts() -> list[Conflict]:
+    """Names registered by more than one plugin, which stay unusable until one plugin is removed."""
+    return [conflict for table in _get().conflicts.values() for conflict in table.values()]
+
+
 def _lookup(kind: str, name: str) -> Registration:
-    table = _get().entries[kind]
+    registry = _get()
+    if name in registry.conflicts[kind]:
+        raise PluginConflictError(str(registry.conflicts[kind][name]))
+    table = registry.entries[kind]
     if name not in table:
         raise ValueError(f"no {kind} named {name!r} is registered; registered {kind}s: {sorted(table)}")
     return table[name]
@@ -184,10 +213,10 @@ def load_vocoder(name_or_path: str | os.PathLike, **options: Any) -> Any:
         return Vocoder.load(name_or_path)
     if not isinstance(name_or_path, str):
         raise ValueError(f"expected a vocoder name or a checkpoint path, got {type(name_or_path).__name__}")
-    registered = _get().entries["vocoder"]
-    if name_or_path not in registered:
+    registry = _get()
+    if name_or_path not in registry.entries["vocoder"] and name_or_path not in registry.conflicts["vocoder"]:
         raise ValueError(f"{name_or_path!r} is neither an existing checkpoint directory nor a registered vocoder; "
-                         f"registered vocoders: {sorted(registered)}")
+                         f"registered vocoders: {sorted(registry.entries['vocoder'])}")
     return _lookup("vocoder", name_or_path).factory(**options)
 
 

@@ -143,14 +143,49 @@ def test_broken_plugins_warn_by_name_and_the_others_still_load(on_path):
     assert {"fixture-ln", "tacotron2", "hifigan"} <= set(registry.list_adapters())
 
 
-def test_two_plugins_claiming_one_name_is_an_error_naming_both_distributions(on_path):
-    on_path("duplicate")
-    with pytest.raises(registry.PluginConflictError) as raised:
+def test_names_two_plugins_claim_are_reported_and_only_those_names_raise(on_path):
+    on_path("good", "duplicate")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         registry.reload_plugins()
-    message = str(raised.value)
-    assert "'tacotron2'" in message
-    assert "diffwave-vocoder 0.1.0" in message and "dwv-duplicate-plugin 1.0.0" in message
-    assert "'builtin'" in message and "'clash'" in message
+    warned = sorted(str(w.message) for w in caught if issubclass(w.category, registry.PluginConflictWarning))
+    conflicts = registry.list_conflicts()
+    assert sorted(str(c) for c in conflicts) == warned
+    ours, duplicate, good = (f"diffwave-vocoder {diffwave_vocoder.__version__}", "dwv-duplicate-plugin 1.0.0",
+                             "dwv-fixture-plugin 0.3.1")
+    assert {(c.kind, c.name): {(r.plugin, r.distribution) for r in c.registrations} for c in conflicts} == {
+        ("adapter", "tacotron2"): {("builtin", ours), ("clash", duplicate)},
+        ("vocoder", "fixture-tiny"): {("fixture", good), ("clash", duplicate)}}
+    # Every other name of all three plugins stays usable, the clashing plugin's included...
+    assert "tacotron2" not in registry.list_adapters() and "fixture-tiny" not in registry.list_vocoders()
+    assert {"hifigan", "generic", "fixture-ln"} <= set(registry.list_adapters())
+    assert isinstance(registry.get_adapter("fixture-ln"), MelAdapter)
+    assert "diffwave" in registry.list_vocoders()
+    # ...and requesting a conflicting name raises one line naming both plugins and distributions.
+    requests = {"tacotron2": (lambda: registry.get_adapter("tacotron2"), ours),
+                "fixture-tiny": (lambda: registry.load_vocoder("fixture-tiny"), good)}
+    for name, (request, first) in requests.items():
+        with pytest.raises(registry.PluginConflictError) as raised:
+            request()
+        message = str(raised.value)
+        assert "\n" not in message and f"name {name!r}" in message
+        assert f"{first!r}" in message and f"{duplicate!r}" in message and "'clash'" in message
+
+
+def test_plugins_command_lists_conflicts_and_everything_else(installed):
+    result = run_python("from diffwave_vocoder.cli import main; raise SystemExit(main(['plugins']))",
+                        installed["good"], installed["duplicate"])
+    lines = result.stdout.splitlines()
+    conflicts = lines[lines.index("conflicts (each name is unusable until one of its plugins is removed):") + 1:]
+    assert len(conflicts) == 2
+    adapter, = (line for line in conflicts if line.startswith("  adapter tacotron2: "))
+    vocoder, = (line for line in conflicts if line.startswith("  vocoder fixture-tiny: "))
+    assert "'builtin'" in adapter and "dwv-duplicate-plugin 1.0.0" in adapter
+    assert "'fixture' [dwv-fixture-plugin 0.3.1]" in vocoder and "'clash'" in vocoder
+    assert any(line.startswith("  fixture-ln ") for line in lines)
+    assert not any(line.startswith("  tacotron2 ") for line in lines)
+    warnings_shown = result.stderr.strip().splitlines()
+    assert len(warnings_shown) == 2 and all(line.startswith("warning: ") for line in warnings_shown)
 
 
 def test_load_vocoder_by_path_or_by_name(tmp_path):

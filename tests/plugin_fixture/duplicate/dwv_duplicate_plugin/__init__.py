@@ -1,5 +1,11 @@
-"""Registers an adapter under a name that diffwave-vocoder's own plugin already uses."""
+"""Registers names that other plugins already use: diffwave-vocoder's `tacotron2` adapter and the
+good fixture's `fixture-tiny` vocoder."""
 from diffwave_vocoder import hookimpl
+
+
+@hookimpl
+def register_vocoders(register):
+    register("fixture-tiny", lambda **options: None, description="a clashing tiny vocoder")
 
 
 @hookimpl
