@@ -314,7 +314,7 @@ def _betas(value: str) -> list[float]:
 
 
 def cmd_plugins(args: argparse.Namespace) -> None:
-    from .registry import list_adapters, list_conflicts, list_vocoders
+    from .registry import SELECT_ENV, list_adapters, list_conflicts, list_excluded, list_vocoders
 
     for title, entries in (("vocoders", list_vocoders()), ("adapters", list_adapters())):
         print(f"{title}:")
@@ -326,6 +326,9 @@ def cmd_plugins(args: argparse.Namespace) -> None:
         for conflict in conflicts:
             claims = ", ".join(f"plugin {r.plugin!r} [{r.distribution}]" for r in conflict.registrations)
             print(f"  {conflict.kind} {conflict.name}: {claims}")
+    excluded = list_excluded()
+    if excluded:
+        print(f"not loaded ({SELECT_ENV}={os.environ.get(SELECT_ENV, '')!r} leaves them out): {', '.join(excluded)}")
 
 
 def cmd_convert(args: argparse.Namespace) -> None:

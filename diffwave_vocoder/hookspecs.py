@@ -8,7 +8,7 @@ distribution, e.g. in its pyproject.toml::
 
 and implements one or both hooks with `diffwave_vocoder.hookimpl`. Registration must be cheap:
 register factories, and load weights or build models only when the factory is called. This
-package registers its own DiffWave vocoder and adapters through the same entry points.
+package registers its own DiffWave vocoder and adapters (`diffwave_vocoder.builtin`) the same way.
 """
 from __future__ import annotations
 

@@ -10,12 +10,16 @@ does not exist, or whose hook raises is skipped with a `PluginLoadWarning` namin
 two plugins register is withheld with a `PluginConflictWarning`, and requesting it raises a
 `PluginConflictError` naming both (silently preferring one would vocode with the wrong model);
 every other name stays usable.
+
+`DIFFWAVE_VOCODER_PLUGINS` chooses the plugins: a comma-separated list of distribution names whose
+plugins load besides this package's own; set but empty, only this package's own load.
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -29,6 +33,8 @@ if TYPE_CHECKING:
     from .mel import MelConvention
 
 ENTRY_POINT_GROUP = PROJECT
+SELECT_ENV = "DIFFWAVE_VOCODER_PLUGINS"
+OWN_DISTRIBUTION = "diffwave-vocoder"
 HOOKS = {"vocoder": "register_vocoders", "adapter": "register_adapters"}
 
 
@@ -67,14 +73,28 @@ class Conflict:
     def __str__(self) -> str:
         claims = " and ".join(f"plugin {r.plugin!r} of {r.distribution!r}" for r in self.registrations)
         return (f"{self.kind} name {self.name!r} is registered by {claims}; uninstall one of those "
-                "distributions")
+                f"distributions or choose the plugins that load with {SELECT_ENV}")
+
+
+def _normalize(distribution: str) -> str:
+    """PEP 503 name normalisation: `dwv_fixture_plugin` and `DWV-Fixture-Plugin` are one distribution."""
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
+def _selected_distributions() -> set[str] | None:
+    """The distributions `DIFFWAVE_VOCODER_PLUGINS` names, or None when it is unset (load all)."""
+    value = os.environ.get(SELECT_ENV)
+    if value is None:
+        return None
+    return {_normalize(name.strip()) for name in value.split(",") if name.strip()}
 
 
 class _Registry:
     def __init__(self) -> None:
         self.manager = pluggy.PluginManager(PROJECT)
         self.manager.add_hookspecs(hookspecs)
-        origins = self._load_entry_points()
+        self.excluded: set[str] = set()  # distributions DIFFWAVE_VOCODER_PLUGINS leaves out
+        origins = self._load_entry_points(_selected_distributions())
         self._drop_invalid(origins)
         claims: dict[tuple[str, str], list[Registration]] = {}
         for plugin_name in sorted(origins, key=lambda n: (origins[n][1], origins[n][0])):
@@ -89,13 +109,18 @@ class _Registry:
                 self.conflicts[kind][name] = conflict = Conflict(kind, name, tuple(found))
                 warnings.warn(str(conflict), PluginConflictWarning, stacklevel=4)
 
-    def _load_entry_points(self) -> dict[str, tuple[str, str]]:
-        """Import and register every entry point; plugin name -> (entry-point name, distribution)."""
+    def _load_entry_points(self, selected: set[str] | None) -> dict[str, tuple[str, str]]:
+        """Import and register the chosen entry points; plugin name -> (entry-point name, distribution)."""
         origins = {}
+        offered = set()
         # entry_points() yields each distribution once even if it is visible twice on sys.path.
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             dist_name = ep.dist.metadata["Name"] if ep.dist else "unknown distribution"
             dist = f"{dist_name} {ep.dist.version}" if ep.dist else dist_name
+            offered.add(_normalize(dist_name))
+            if selected is not None and _normalize(dist_name) not in selected | {OWN_DISTRIBUTION}:
+                self.excluded.add(dist)
+                continue
             plugin_name = f"{dist_name}:{ep.name}"
             try:
                 self.manager.register(ep.load(), name=plugin_name)
@@ -103,6 +128,10 @@ class _Registry:
                 _warn(ep.name, dist, f"failed to load ({ep.value}): {type(error).__name__}: {error}")
                 continue
             origins[plugin_name] = (ep.name, dist)
+        if selected is not None and selected - offered:
+            warnings.warn(f"{SELECT_ENV} names {sorted(selected - offered)}, which declare no diffwave_vocoder "
+                          f"plugins; installed plugin distributions: {sorted(offered)}", PluginLoadWarning,
+                          stacklevel=5)
         return origins
 
     def _drop_invalid(self, origins: dict[str, tuple[str, str]]) -> None:
@@ -184,6 +213,11 @@ def list_adapters() -> dict[str, Registration]:
 def list_conflicts() -> list[Conflict]:
     """Names registered by more than one plugin, which stay unusable until one plugin is removed."""
     return [conflict for table in _get().conflicts.values() for conflict in table.values()]
+
+
+def list_excluded() -> list[str]:
+    """Distributions ("name version") whose plugins DIFFWAVE_VOCODER_PLUGINS leaves out."""
+    return sorted(_get().excluded)
 
 
 def _lookup(kind: str, name: str) -> Registration:

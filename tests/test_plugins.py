@@ -188,6 +188,36 @@ def test_plugins_command_lists_conflicts_and_everything_else(installed):
     assert len(warnings_shown) == 2 and all(line.startswith("warning: ") for line in warnings_shown)
 
 
+def test_environment_variable_chooses_which_plugins_load(on_path, monkeypatch):
+    on_path("good", "duplicate")
+    monkeypatch.setenv("DIFFWAVE_VOCODER_PLUGINS", "")  # only this package's own
+    registry.reload_plugins()
+    assert set(registry.list_vocoders()) == {"diffwave"} and "fixture-ln" not in registry.list_adapters()
+    assert registry.list_conflicts() == []
+    assert registry.list_excluded() == ["dwv-duplicate-plugin 1.0.0", "dwv-fixture-plugin 0.3.1"]
+
+    # Names as pip spells them or as Python does; leaving the clashing plugin out resolves both conflicts.
+    monkeypatch.setenv("DIFFWAVE_VOCODER_PLUGINS", " dwv_fixture_plugin ")
+    registry.reload_plugins()
+    assert registry.list_vocoders()["fixture-tiny"].distribution == "dwv-fixture-plugin 0.3.1"
+    assert registry.list_adapters()["tacotron2"].plugin == "builtin"
+    assert registry.list_conflicts() == [] and registry.list_excluded() == ["dwv-duplicate-plugin 1.0.0"]
+
+    monkeypatch.setenv("DIFFWAVE_VOCODER_PLUGINS", "dwv-fixture-plugin,dwv-misspelt-plugin")
+    with pytest.warns(registry.PluginLoadWarning, match=r"\['dwv-misspelt-plugin'\], which declare no"):
+        registry.reload_plugins()
+    assert "fixture-tiny" in registry.list_vocoders()
+
+
+def test_plugins_command_says_which_distributions_the_variable_leaves_out(installed):
+    result = run_python("from diffwave_vocoder.cli import main; raise SystemExit(main(['plugins']))",
+                        installed["good"], DIFFWAVE_VOCODER_PLUGINS="")
+    assert "fixture-tiny" not in result.stdout and "  diffwave " in result.stdout
+    assert result.stdout.splitlines()[-1] == ("not loaded (DIFFWAVE_VOCODER_PLUGINS='' leaves them out): "
+                                              "dwv-fixture-plugin 0.3.1")
+    assert result.stderr == ""
+
+
 def test_load_vocoder_by_path_or_by_name(tmp_path):
     from diffwave_vocoder import Vocoder, load_vocoder
 
