@@ -62,7 +62,7 @@ def child(plan_file: str) -> None:
     import numpy as np
     import tensorflow as tf
 
-    from diffwave_vocoder import atomic
+    from diffwave_vocoder.io import atomic
     from diffwave_vocoder import training_checkpoints
     from diffwave_vocoder.learner import Trainer, TrainingSettings, load_for_export
     from diffwave_vocoder.params import DiffWaveConfig

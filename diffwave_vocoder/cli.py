@@ -177,7 +177,7 @@ def cmd_vocode(args: argparse.Namespace) -> None:
 
 
 def _write_single(args: argparse.Namespace, audio, sample_rate: int) -> None:
-    from .audio import save_audio
+    from .io.audio import save_audio
 
     if args.output == "-":
         _write_stdout([audio], len(audio), sample_rate, args.raw)
@@ -188,7 +188,7 @@ def _write_single(args: argparse.Namespace, audio, sample_rate: int) -> None:
 
 
 def cmd_resynth(args: argparse.Namespace) -> None:
-    from .audio import load_audio
+    from .io.audio import load_audio
     from .mel import compute_mel
     from .sampler import configure_cpu_threads
 
@@ -230,8 +230,8 @@ def cmd_resynth(args: argparse.Namespace) -> None:
 def cmd_preprocess(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from .atomic import atomic_file
-    from .audio import load_audio
+    from .io.atomic import atomic_file
+    from .io.audio import load_audio
     from .mel import compute_mel
     from .params import DiffWaveConfig
     from .vocoder import load_vocoder

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from .params import DiffWaveConfig, reference_params_to_config
-from .torch_checkpoint import load_torch_checkpoint, resolve_checkpoint_path
+from .io.torch_pickle import load_torch_checkpoint, resolve_checkpoint_path
 
 if TYPE_CHECKING:
     from .vocoder import Vocoder

@@ -39,7 +39,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .atomic import atomic_file
+from .io.atomic import atomic_file
 from .mel import MelConvention, compute_mel
 
 log = logging.getLogger(__name__)
@@ -245,7 +245,7 @@ def load_clips(data: str | os.PathLike | Sequence[str | os.PathLike], convention
                max_seconds: float | None = None) -> tuple[list[EvaluationClip], list[dict[str, str]]]:
     """(clips, skipped): each readable file at the convention's rate (resampled if need be), cut
     to `max_seconds`, with its mel; a file that cannot be read is logged by name and skipped."""
-    from .audio import load_audio
+    from .io.audio import load_audio
 
     clips, skipped, resampled = [], [], 0
     paths = clip_paths(data)

@@ -34,13 +34,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .atomic import atomic_file, remove_leftovers
+from .io.atomic import atomic_file, remove_leftovers
 from .dataset import ClipSet, evaluation_dataset, example_indices, make_dataset
 from .distribute import is_chief, make_strategy
 from .mel import compute_mel
 from .model import build_model
 from .params import DiffWaveConfig, strict_from_dict
-from .progress import progress_line
+from .io.progress import progress_line
 from .run_lock import RunLock
 from .tensorboard_log import SummaryLog
 from .training_checkpoints import (CheckpointStore, VARIABLES_PREFIX, is_training_checkpoint, read_state)

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from .atomic import atomic_directory
+from .io.atomic import atomic_directory
 
 log = logging.getLogger(__name__)
 

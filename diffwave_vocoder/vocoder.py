@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 from . import __version__  # noqa: F401 (defined before any submodule import)
-from .atomic import atomic_directory
+from .io.atomic import atomic_directory
 from .layout import as_mel_list, check_weights_fit
 from .mel import MelConvention
 from .model import build_model

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import soundfile
 
-from diffwave_vocoder.audio import load_audio
+from diffwave_vocoder.io.audio import load_audio
 
 
 def run_cli(*args, cwd=None):

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from diffwave_vocoder.vocoder import load_vocoder
-from diffwave_vocoder.audio import load_audio
+from diffwave_vocoder.io.audio import load_audio
 from diffwave_vocoder.convert import ConversionError, convert_lmnt_checkpoint
 from diffwave_vocoder.mel import compute_mel
 from diffwave_vocoder.sampler import Sampler, resolve_schedule

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffwave_vocoder.audio import load_audio
+from diffwave_vocoder.io.audio import load_audio
 from diffwave_vocoder.mel import MelConvention, compute_mel, mel_spectrogram
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from diffwave_vocoder import load_vocoder
-from diffwave_vocoder.audio import load_audio
+from diffwave_vocoder.io.audio import load_audio
 from diffwave_vocoder.mel import compute_mel
 from diffwave_vocoder.pretrained import DEFAULT_PRESET, list_presets, preset_path
 

@@ -17,8 +17,8 @@ import warnings
 import numpy as np
 import pytest
 
-from diffwave_vocoder.atomic import atomic_directory
-from diffwave_vocoder.audio import save_audio
+from diffwave_vocoder.io.atomic import atomic_directory
+from diffwave_vocoder.io.audio import save_audio
 from diffwave_vocoder.layout import MelRangeWarning
 from diffwave_vocoder.learner import StorageError, Trainer, TrainingSettings, load_for_export
 from diffwave_vocoder.mel import MelConvention, compute_mel

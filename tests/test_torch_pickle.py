@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffwave_vocoder.torch_checkpoint import (CheckpointFormatError, UnsafeCheckpointError,
-                                               load_torch_checkpoint)
+from diffwave_vocoder.io.torch_pickle import (CheckpointFormatError, UnsafeCheckpointError,
+                                                  load_torch_checkpoint)
 from lmnt_reference import (learner_state_dict, one_torch_thread, reference_params,  # noqa: F401
                             save_like_learner, trained_reference)
 
