@@ -5,6 +5,6 @@ toolkits a pipeline is likely to use. Both are registered by name through the pa
 `diffwave_vocoder` entry points (see `diffwave_vocoder.plugins.get_adapter`).
 """
 from .conventions import CONVENTIONS, load_stats
-from .convert import MelAdapter
+from .mel_adapter import MelAdapter
 
 __all__ = ["CONVENTIONS", "MelAdapter", "load_stats"]

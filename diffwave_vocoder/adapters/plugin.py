@@ -7,7 +7,7 @@ from typing import Any, Callable
 from ..hookspecs import hookimpl
 from ..mel import MelConvention
 from .conventions import CONVENTIONS
-from .convert import MelAdapter
+from .mel_adapter import MelAdapter
 
 DESCRIPTIONS = {
     "lmnt": "lmnt-com/diffwave's own mel (identity for the reference checkpoints)",
