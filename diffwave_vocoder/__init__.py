@@ -12,9 +12,9 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "DiffWaveConfig": "params",
-    "MelConvention": "mel",
-    "compute_mel": "mel",
-    "mel_spectrogram": "mel",
+    "MelConvention": "features.mel",
+    "compute_mel": "features.mel",
+    "mel_spectrogram": "features.mel",
     "build_model": "model",
     "make_schedule": "sampler",
     "InferenceOptions": "sampler",

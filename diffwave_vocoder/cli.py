@@ -129,7 +129,7 @@ def _load_model(path: str | None):
 
 
 def cmd_vocode(args: argparse.Namespace) -> None:
-    from .layout import as_mel_list
+    from .features.input_layout import as_mel_list
     from .sampler import configure_cpu_threads
 
     configure_cpu_threads()
@@ -189,7 +189,7 @@ def _write_single(args: argparse.Namespace, audio, sample_rate: int) -> None:
 
 def cmd_resynth(args: argparse.Namespace) -> None:
     from .io.audio import load_audio
-    from .mel import compute_mel
+    from .features.mel import compute_mel
     from .sampler import configure_cpu_threads
 
     configure_cpu_threads()
@@ -232,7 +232,7 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
 
     from .io.atomic import atomic_file
     from .io.audio import load_audio
-    from .mel import compute_mel
+    from .features.mel import compute_mel
     from .params import DiffWaveConfig
     from .vocoder import load_vocoder
 

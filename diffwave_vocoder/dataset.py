@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import soundfile
 
-from .mel import MelConvention, compute_mel
+from .features.mel import MelConvention, compute_mel
 from .params import DiffWaveConfig
 
 log = logging.getLogger(__name__)

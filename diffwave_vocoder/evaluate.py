@@ -40,7 +40,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .io.atomic import atomic_file
-from .mel import MelConvention, compute_mel
+from .features.mel import MelConvention, compute_mel
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ import tensorflow as tf
 from .io.atomic import atomic_file, remove_leftovers
 from .dataset import ClipSet, evaluation_dataset, example_indices, make_dataset
 from .distribute import is_chief, make_strategy
-from .mel import compute_mel
+from .features.mel import compute_mel
 from .model import build_model
 from .params import DiffWaveConfig, strict_from_dict
 from .io.progress import progress_line

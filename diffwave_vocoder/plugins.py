@@ -19,7 +19,7 @@ import pluggy
 
 from . import hookspecs
 from .hookspecs import PROJECT, hookimpl
-from .mel import MelConvention
+from .features.mel import MelConvention
 
 ENTRY_POINT_GROUP = PROJECT
 HOOKS = {"vocoder": "register_vocoders", "adapter": "register_adapters"}

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from diffwave_vocoder.io.audio import load_audio
-from diffwave_vocoder.mel import MelConvention, compute_mel, mel_spectrogram
+from diffwave_vocoder.features.mel import MelConvention, compute_mel, mel_spectrogram
 
 
 def torchaudio_recipe(audio: np.ndarray, sample_rate=22050, n_fft=1024, hop=256, n_mels=80, f_min=20.0):

@@ -15,7 +15,7 @@ import pytest
 
 from diffwave_vocoder import plugins
 from diffwave_vocoder.adapters import CONVENTIONS, MelAdapter
-from diffwave_vocoder.mel import MelConvention, compute_mel
+from diffwave_vocoder.features.mel import MelConvention, compute_mel
 
 FIXTURES = Path(__file__).parent / "plugin_fixture"
 

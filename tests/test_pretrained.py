@@ -12,7 +12,7 @@ import pytest
 
 from diffwave_vocoder import load_vocoder
 from diffwave_vocoder.io.audio import load_audio
-from diffwave_vocoder.mel import compute_mel
+from diffwave_vocoder.features.mel import compute_mel
 from diffwave_vocoder.pretrained import DEFAULT_PRESET, list_presets, preset_path
 
 ROOT = Path(__file__).resolve().parents[1]

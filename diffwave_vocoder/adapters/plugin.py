@@ -5,7 +5,7 @@ import dataclasses
 from typing import Any, Callable
 
 from ..hookspecs import hookimpl
-from ..mel import MelConvention
+from ..features.mel import MelConvention
 from .conventions import CONVENTIONS
 from .mel_adapter import MelAdapter
 
