@@ -65,7 +65,7 @@ def child(plan_file: str) -> None:
     from diffwave_vocoder.io import atomic
     from diffwave_vocoder import training_checkpoints
     from diffwave_vocoder.learner import Trainer, TrainingSettings, load_for_export
-    from diffwave_vocoder.params import DiffWaveConfig
+    from diffwave_vocoder.config import DiffWaveConfig
     from diffwave_vocoder.vocoder import load_vocoder
 
     target = plan.get("target")  # {"phase", "step", "index", "when"}: kill at that operation

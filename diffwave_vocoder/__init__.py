@@ -11,7 +11,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "DiffWaveConfig": "params",
+    "DiffWaveConfig": "config",
     "MelConvention": "features.mel",
     "compute_mel": "features.mel",
     "mel_spectrogram": "features.mel",

@@ -233,7 +233,7 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
     from .io.atomic import atomic_file
     from .io.audio import load_audio
     from .features.mel import compute_mel
-    from .params import DiffWaveConfig
+    from .config import DiffWaveConfig
     from .vocoder import load_vocoder
 
     convention = (load_vocoder(args.model).mel_convention if args.model

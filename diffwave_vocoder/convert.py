@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from .params import DiffWaveConfig, reference_params_to_config
+from .config import DiffWaveConfig, reference_params_to_config
 from .io.torch_pickle import load_torch_checkpoint, resolve_checkpoint_path
 
 if TYPE_CHECKING:

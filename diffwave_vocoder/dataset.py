@@ -24,7 +24,7 @@ import numpy as np
 import soundfile
 
 from .features.mel import MelConvention, compute_mel
-from .params import DiffWaveConfig
+from .config import DiffWaveConfig
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ from .dataset import ClipSet, evaluation_dataset, example_indices, make_dataset
 from .distribute import is_chief, make_strategy
 from .features.mel import compute_mel
 from .model import build_model
-from .params import DiffWaveConfig, strict_from_dict
+from .config import DiffWaveConfig, strict_from_dict
 from .io.progress import progress_line
 from .run_lock import RunLock
 from .tensorboard_log import SummaryLog

@@ -202,7 +202,7 @@ def _diffwave(checkpoint: str | os.PathLike | None = None, config: Any = None, s
     """DiffWave from `checkpoint=` (a directory written by Vocoder.save), from a shipped `preset=`,
     or randomly initialised from `config=` (a DiffWaveConfig or a dict of its fields; `seed` fixes
     the weights). With none of them: the shipped default vocoder."""
-    from .params import DiffWaveConfig
+    from .config import DiffWaveConfig
     from .pretrained import DEFAULT_PRESET, preset_path
     from .vocoder import Vocoder, load_vocoder as load_checkpoint
 

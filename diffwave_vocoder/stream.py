@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from .chunking import MEL_MARGIN_FRAMES, WavefrontState, keras_weight_getter, network_weights, upsample
 from .features.input_layout import to_numpy
-from .params import DiffWaveConfig
+from .config import DiffWaveConfig
 from .sampler import Sampler, Schedule, utterance_noise
 
 # Length used while an utterance's end is not yet known: every position received is valid.

@@ -10,7 +10,7 @@ import soundfile
 
 from diffwave_vocoder.dataset import ClipSet, evaluation_dataset, example_indices, find_wavs, make_dataset
 from diffwave_vocoder.features.mel import compute_mel
-from diffwave_vocoder.params import DiffWaveConfig
+from diffwave_vocoder.config import DiffWaveConfig
 
 from diffwave_vocoder.corpus import make_speech_corpus
 

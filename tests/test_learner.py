@@ -20,7 +20,7 @@ import tensorflow as tf
 from diffwave_vocoder.dataset import example_indices, make_dataset
 from diffwave_vocoder.learner import (Progress, Trainer, TrainingSettings, load_config_file, load_for_export,
                                       train)
-from diffwave_vocoder.params import DiffWaveConfig
+from diffwave_vocoder.config import DiffWaveConfig
 from diffwave_vocoder.vocoder import load_vocoder
 
 TINY = DiffWaveConfig(residual_channels=8, residual_layers=4, dilation_cycle_length=2)
@@ -114,7 +114,7 @@ import json, logging, sys, time
 logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
 import diffwave_vocoder.training_checkpoints as checkpoints
 from diffwave_vocoder.learner import Trainer, TrainingSettings
-from diffwave_vocoder.params import DiffWaveConfig
+from diffwave_vocoder.config import DiffWaveConfig
 
 run, data, pause_at, config, settings = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 save = checkpoints.CheckpointStore.save
@@ -292,7 +292,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from diffwave_vocoder.learner import Trainer, TrainingSettings
-from diffwave_vocoder.params import DiffWaveConfig
+from diffwave_vocoder.config import DiffWaveConfig
 
 root, data, config, settings = sys.argv[1:5]
 for strategy in ("default", "mirrored"):

@@ -22,7 +22,7 @@ from diffwave_vocoder.io.audio import save_audio
 from diffwave_vocoder.features.input_layout import MelRangeWarning
 from diffwave_vocoder.learner import StorageError, Trainer, TrainingSettings, load_for_export
 from diffwave_vocoder.features.mel import MelConvention, compute_mel
-from diffwave_vocoder.params import DiffWaveConfig
+from diffwave_vocoder.config import DiffWaveConfig
 from diffwave_vocoder.run_lock import RunLock, RunLockedError
 from diffwave_vocoder.vocoder import Vocoder
 
