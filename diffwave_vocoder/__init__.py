@@ -20,7 +20,7 @@ _EXPORTS = {
     "InferenceOptions": "sampler",
     "resolve_schedule": "sampler",
     "Vocoder": "vocoder",
-    "convert_lmnt_checkpoint": "convert",
+    "convert_lmnt_checkpoint": "formats.lmnt",
     # The registry's load_vocoder takes a checkpoint path (as vocoder.load_vocoder) or a registered name.
     "load_vocoder": "plugins",
     "list_vocoders": "plugins",

@@ -323,7 +323,7 @@ def cmd_plugins(args: argparse.Namespace) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
-    from .convert import convert_lmnt_checkpoint
+    from .formats.lmnt import convert_lmnt_checkpoint
 
     overrides = {name: getattr(args, name) for name in (
         "dilation_cycle_length", "sample_rate", "noise_schedule", "inference_noise_schedule", "audio_len")
@@ -391,7 +391,7 @@ def cmd_export(args: argparse.Namespace) -> None:
         raise CLIError("--quantize applies to --format tflite only")
     vocoder = load_for_export(args.source)
     if args.format != "checkpoint":
-        from .export import export
+        from .formats.export import export
 
         export(vocoder, args.output, args.format, args.quantize)
         print(f"wrote {args.output} ({args.format}{', int8 weights' if args.quantize else ''})")

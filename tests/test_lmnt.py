@@ -20,7 +20,7 @@ import torch
 
 from diffwave_vocoder.vocoder import load_vocoder
 from diffwave_vocoder.io.audio import load_audio
-from diffwave_vocoder.convert import ConversionError, convert_lmnt_checkpoint
+from diffwave_vocoder.formats.lmnt import ConversionError, convert_lmnt_checkpoint
 from diffwave_vocoder.features.mel import compute_mel
 from diffwave_vocoder.sampler import Sampler, resolve_schedule
 from lmnt_reference import (learner_state_dict, one_torch_thread, reference_params,  # noqa: F401

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from .config import DiffWaveConfig, reference_params_to_config
-from .io.torch_pickle import load_torch_checkpoint, resolve_checkpoint_path
+from ..config import DiffWaveConfig, reference_params_to_config
+from ..io.torch_pickle import load_torch_checkpoint, resolve_checkpoint_path
 
 if TYPE_CHECKING:
-    from .vocoder import Vocoder
+    from ..vocoder import Vocoder
 
 __all__ = ["convert_lmnt_checkpoint", "ConversionError", "port_map", "REFERENCE_HOP"]
 
@@ -239,8 +239,8 @@ def convert_lmnt_checkpoint(src: str | os.PathLike, dst: str | os.PathLike | Non
     `config_overrides` set DiffWaveConfig fields the checkpoint cannot tell, e.g.
     `dilation_cycle_length=4` for a bare state_dict of a model trained with a non-default cycle.
     """
-    from .model import build_model
-    from .vocoder import Vocoder
+    from ..model import build_model
+    from ..vocoder import Vocoder
 
     source = resolve_checkpoint_path(src)
     state, params, step = _split_checkpoint(load_torch_checkpoint(source), source)
