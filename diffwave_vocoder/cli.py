@@ -367,7 +367,7 @@ def _log_to_stderr() -> Iterator[None]:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .learner import Trainer, TrainingSettings, load_config_file, stored_run
+    from .training.trainer import Trainer, TrainingSettings, load_config_file, stored_run
 
     config, settings = None, {}
     if args.config:
@@ -385,7 +385,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from .learner import load_for_export
+    from .training.checkpoints import load_for_export
 
     if args.quantize and args.format != "tflite":
         raise CLIError("--quantize applies to --format tflite only")

@@ -224,7 +224,7 @@ class EvaluationClip:
 def clip_paths(data: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
     """Audio files of `data`: files as given, directories (wavs below them, or an LJSpeech folder's
     listed clips, as for training)."""
-    from .dataset import find_wavs
+    from .training.data import find_wavs
 
     roots = [data] if isinstance(data, (str, os.PathLike)) else list(data)
     paths: list[Path] = []
@@ -449,8 +449,7 @@ def evaluate_run(run_dir: str | os.PathLike, clips: Any, steps: Any = "fast", ba
     """Score every checkpoint of a training run (`checkpoints/step-*`, oldest first) on the same
     clips, seeds and metrics: rows of system 'diffwave' carry their step, so `summary()` has one
     entry per step (quality over training). The baseline and ground truth are scored once."""
-    from .learner import CHECKPOINTS_DIR, load_for_export
-    from .training_checkpoints import CheckpointStore
+    from .training.checkpoints import CHECKPOINTS_DIR, CheckpointStore, load_for_export
 
     store = CheckpointStore(Path(run_dir) / CHECKPOINTS_DIR)
     steps_found = store.steps()

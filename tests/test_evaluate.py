@@ -163,7 +163,7 @@ def test_cli_errors_are_one_line(tmp_path, checkpoint, wavs, capsys, args, messa
 
 @pytest.mark.slow  # trains a tiny run, then scores it in-process and through the CLI (~1 min on 2 cores)
 def test_evaluate_run_gives_one_summary_row_per_checkpoint(speech_corpus, tmp_path, wavs):
-    from diffwave_vocoder.learner import Trainer, TrainingSettings
+    from diffwave_vocoder.training.trainer import Trainer, TrainingSettings
     from diffwave_vocoder.config import DiffWaveConfig
 
     run = tmp_path / "run"

@@ -5,7 +5,8 @@ import shutil
 import numpy as np
 import pytest
 
-from diffwave_vocoder.learner import Trainer, TrainingSettings, load_for_export
+from diffwave_vocoder.training.checkpoints import load_for_export
+from diffwave_vocoder.training.trainer import Trainer, TrainingSettings
 from diffwave_vocoder.config import DiffWaveConfig
 from diffwave_vocoder.vocoder import Vocoder, load_vocoder
 

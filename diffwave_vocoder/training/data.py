@@ -23,8 +23,8 @@ from typing import Sequence
 import numpy as np
 import soundfile
 
-from .features.mel import MelConvention, compute_mel
-from .config import DiffWaveConfig
+from ..features.mel import MelConvention, compute_mel
+from ..config import DiffWaveConfig
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from diffwave_vocoder.dataset import ClipSet, evaluation_dataset, example_indices, find_wavs, make_dataset
+from diffwave_vocoder.training.data import ClipSet, evaluation_dataset, example_indices, find_wavs, make_dataset
 from diffwave_vocoder.features.mel import compute_mel
 from diffwave_vocoder.config import DiffWaveConfig
 
