@@ -28,7 +28,7 @@ import soundfile
 
 from diffwave_vocoder import get_adapter
 from diffwave_vocoder.adapters import CONVENTIONS
-from diffwave_vocoder.corpus import make_speech_corpus
+from diffwave_vocoder.evaluation.corpus import make_speech_corpus
 from diffwave_vocoder.features.mel import MelConvention, compute_mel, decompress
 
 TARGET = MelConvention()  # lmnt-com/diffwave's mel: what the reference checkpoints expect

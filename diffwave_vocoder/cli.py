@@ -264,7 +264,7 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
 def cmd_corpus(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from .corpus import VOICES, corpus_texts, default_voices, make_speech_corpus
+    from .evaluation.corpus import VOICES, corpus_texts, default_voices, make_speech_corpus
 
     if args.list_voices:
         installed = {voice.name for voice in default_voices()}
@@ -401,7 +401,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def _metrics(value: str) -> list[str]:
-    from .evaluate import METRICS
+    from .evaluation.evaluate import METRICS
 
     names = [m.strip() for m in value.split(",") if m.strip()]
     unknown = [m for m in names if m not in METRICS]
@@ -412,7 +412,7 @@ def _metrics(value: str) -> list[str]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from .evaluate import evaluate, evaluate_run
+    from .evaluation.evaluate import evaluate, evaluate_run
 
     if args.model and args.run:
         raise CLIError("give --model or --run, not both")

@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def speech_corpus(tmp_path_factory) -> Path:
     """Four clips of real (synthesised) speech at 22.05 kHz, about 4 s each."""
-    from diffwave_vocoder.corpus import make_speech_corpus
+    from diffwave_vocoder.evaluation.corpus import make_speech_corpus
 
     return make_speech_corpus(tmp_path_factory.mktemp("speech") / "corpus", clips=4)
 

@@ -12,7 +12,7 @@ import scipy.signal
 import soundfile
 import torch
 
-from diffwave_vocoder.corpus import make_speech_corpus
+from diffwave_vocoder.evaluation.corpus import make_speech_corpus
 from diffwave_vocoder import get_adapter
 from diffwave_vocoder.adapters import CONVENTIONS, MelAdapter, load_stats
 from diffwave_vocoder.adapters import conventions

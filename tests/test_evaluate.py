@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from diffwave_vocoder.evaluate import (GRIFFIN_LIM, GROUND_TRUTH, METRICS, OURS, evaluate, evaluate_run, load_clips,
+from diffwave_vocoder.evaluation.evaluate import (GRIFFIN_LIM, GROUND_TRUTH, METRICS, OURS, evaluate, evaluate_run, load_clips,
                                        multi_resolution_stft_distance, require)
-from diffwave_vocoder.griffin_lim import griffin_lim
+from diffwave_vocoder.evaluation.griffin_lim import griffin_lim
 from diffwave_vocoder.features.mel import MelConvention, compute_mel
 
 CLIP_SECONDS = 1.5

@@ -72,7 +72,7 @@ def test_wheel_carries_the_weights_and_a_plain_install_finds_them(tmp_path):
 
 def test_shipped_vocoder_follows_the_mel_of_unseen_speech(tmp_path):
     # Voices the model was not trained on (see metadata evaluation_data), texts from another seed.
-    from diffwave_vocoder.corpus import make_speech_corpus
+    from diffwave_vocoder.evaluation.corpus import make_speech_corpus
 
     corpus = make_speech_corpus(tmp_path / "speech", clips=2, seed=7, voices=["flite:awb", "espeak-ng:en-us+m5"])
     vocoder = load_vocoder("diffwave")
@@ -90,7 +90,7 @@ def test_shipped_vocoder_follows_the_mel_of_unseen_speech(tmp_path):
 
 
 def test_cli_vocodes_and_resynthesises_with_the_shipped_vocoder_by_default(tmp_path):
-    from diffwave_vocoder.corpus import make_speech_corpus
+    from diffwave_vocoder.evaluation.corpus import make_speech_corpus
 
     corpus = make_speech_corpus(tmp_path / "speech", clips=1, seed=7, voices=["flite:awb"])
     wav = next((corpus / "wavs").glob("*.wav"))

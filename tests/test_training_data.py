@@ -12,7 +12,7 @@ from diffwave_vocoder.training.data import ClipSet, evaluation_dataset, example_
 from diffwave_vocoder.features.mel import compute_mel
 from diffwave_vocoder.config import DiffWaveConfig
 
-from diffwave_vocoder.corpus import make_speech_corpus
+from diffwave_vocoder.evaluation.corpus import make_speech_corpus
 
 CONFIG = DiffWaveConfig()
 HOP = CONFIG.hop_length

@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-from diffwave_vocoder.evaluate import evaluate
+from diffwave_vocoder.evaluation.evaluate import evaluate
 from diffwave_vocoder.training.checkpoints import load_for_export
 from diffwave_vocoder.pretrained import DEFAULT_PRESET, PRESETS_DIR
 
