@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from diffwave_vocoder.training.data import ClipSet, evaluation_dataset, example_indices, find_wavs, make_dataset
+from diffwave_vocoder.io.audio import find_wavs
+from diffwave_vocoder.training.data import ClipSet, evaluation_dataset, example_indices, make_dataset
 from diffwave_vocoder.features.mel import compute_mel
 from diffwave_vocoder.config import DiffWaveConfig
 

@@ -224,7 +224,7 @@ class EvaluationClip:
 def clip_paths(data: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
     """Audio files of `data`: files as given, directories (wavs below them, or an LJSpeech folder's
     listed clips, as for training)."""
-    from ..training.data import find_wavs
+    from ..io.audio import find_wavs
 
     roots = [data] if isinstance(data, (str, os.PathLike)) else list(data)
     paths: list[Path] = []
