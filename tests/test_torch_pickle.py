@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from diffwave_vocoder.io.torch_pickle import TorchPickleError, UnsafePickleError, load_torch_pickle
-from lmnt_reference import (learner_state_dict, one_torch_thread, reference_params,  # noqa: F401
-                            save_like_learner, trained_reference)
+from helpers import learner_state_dict, reference_params, save_like_learner, trained_reference
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the reference runs on one thread
 
 FORMATS = pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
 
