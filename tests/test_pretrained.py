@@ -53,6 +53,8 @@ def test_wheel_carries_the_weights_and_a_plain_install_finds_them(tmp_path):
     assert build.returncode == 0, build.stderr[-2000:]
     wheel = next((tmp_path / "dist").glob("diffwave_vocoder-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
+    modules = [path.relative_to(ROOT).as_posix() for path in (ROOT / "diffwave_vocoder").rglob("*.py")]
+    assert [module for module in modules if module not in names] == []  # every subpackage ships
     for file in ("config.json", "metadata.json", "model.weights.h5"):
         assert f"diffwave_vocoder/pretrained/default/{file}" in names
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
