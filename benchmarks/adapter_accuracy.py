@@ -28,8 +28,8 @@ import soundfile
 
 from diffwave_vocoder import get_adapter
 from diffwave_vocoder.adapters import CONVENTIONS
-from diffwave_vocoder.corpus import make_speech_corpus
-from diffwave_vocoder.mel import MelConvention, compute_mel, decompress
+from diffwave_vocoder.evaluation.corpus import make_speech_corpus
+from diffwave_vocoder.features.mel import MelConvention, compute_mel, decompress
 
 TARGET = MelConvention()  # lmnt-com/diffwave's mel: what the reference checkpoints expect
 STATS_FILES = {"parallel_wavegan": "stats.h5", "espnet": "feats_stats.npz", "tensorflowtts": "stats.npy"}

@@ -27,7 +27,7 @@ def make_files(root: Path) -> dict[str, Path]:
     import soundfile
 
     from diffwave_vocoder import DiffWaveConfig, Vocoder
-    from diffwave_vocoder.learner import Trainer, TrainingSettings
+    from diffwave_vocoder.training.trainer import Trainer, TrainingSettings
 
     files: dict[str, Path] = {}
     rng = np.random.default_rng(0)

@@ -62,10 +62,10 @@ def child(plan_file: str) -> None:
     import numpy as np
     import tensorflow as tf
 
-    from diffwave_vocoder import atomic
-    from diffwave_vocoder import training_checkpoints
-    from diffwave_vocoder.learner import Trainer, TrainingSettings, load_for_export
-    from diffwave_vocoder.params import DiffWaveConfig
+    from diffwave_vocoder.io import atomic
+    from diffwave_vocoder.training.checkpoints import CheckpointStore, load_for_export
+    from diffwave_vocoder.training.trainer import Trainer, TrainingSettings
+    from diffwave_vocoder.config import DiffWaveConfig
     from diffwave_vocoder.vocoder import Vocoder
 
     target = plan.get("target")  # {"phase", "step", "index", "when"}: kill at that operation
@@ -107,7 +107,7 @@ def child(plan_file: str) -> None:
         setattr(module, name, operation(f"{getattr(module, '__name__', module)}.{name}", getattr(module, name)))
     Trainer.save = in_phase("save", Trainer.save, lambda self, args: args[0])
     Trainer.export = in_phase("export", Trainer.export, lambda self, args: args[1])
-    store = training_checkpoints.CheckpointStore
+    store = CheckpointStore
     store.rotate = in_phase("rotation", store.rotate, lambda self, args: where["step"])
 
     make_step, restore = Trainer._make_train_step, Trainer._restore

@@ -15,7 +15,7 @@ import json
 import math
 from pathlib import Path
 
-from diffwave_vocoder.evaluate import HIGHER_IS_BETTER, OURS, evaluate_run
+from diffwave_vocoder.evaluation.evaluate import HIGHER_IS_BETTER, OURS, evaluate_run
 
 LABELS = {"stoi": "STOI", "estoi": "ESTOI", "pesq": "PESQ (wb)", "mcd": "MCD (dB)", "mrstft": "MR-STFT",
           "logmel_l1": "log-mel L1 (1.0 = 100 dB)", "f0_rmse": "F0 RMSE (Hz)", "vuv_error": "V/UV error",

@@ -64,9 +64,9 @@ def our_learner(batch_size: int, crop_frames: int, data_dir: Path, precision: st
     import tensorflow as tf
 
     tf.config.set_visible_devices([], "GPU")  # CPU against CPU (torch here is CPU-only)
-    from diffwave_vocoder.dataset import example_indices, make_dataset
-    from diffwave_vocoder.learner import Trainer, TrainingSettings
-    from diffwave_vocoder.params import DiffWaveConfig
+    from diffwave_vocoder.training.data import example_indices, make_dataset
+    from diffwave_vocoder.training.trainer import Trainer, TrainingSettings
+    from diffwave_vocoder.config import DiffWaveConfig
 
     config = DiffWaveConfig(**sizes)
     rng = np.random.default_rng(0)

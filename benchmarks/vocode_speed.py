@@ -208,7 +208,7 @@ def worker_tflite(args: dict) -> dict:
 
     from diffwave_vocoder import load_vocoder, resolve_schedule
     from diffwave_vocoder.chunking import keras_weight_getter, network_weights
-    from diffwave_vocoder.export import tflite_bytes
+    from diffwave_vocoder.formats.export import tflite_bytes
 
     warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
     vocoder = load_vocoder(args["checkpoint"])
@@ -282,7 +282,7 @@ def make_models(root: Path) -> tuple[Path, Path]:
     from diffwave.model import DiffWave
     from diffwave.params import AttrDict, params
 
-    from diffwave_vocoder.convert import convert_lmnt_checkpoint
+    from diffwave_vocoder.formats.lmnt import convert_lmnt_checkpoint
 
     torch.manual_seed(0)
     model = DiffWave(AttrDict(params))

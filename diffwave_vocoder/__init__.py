@@ -11,16 +11,16 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "DiffWaveConfig": "params",
-    "MelConvention": "mel",
-    "compute_mel": "mel",
-    "mel_spectrogram": "mel",
+    "DiffWaveConfig": "config",
+    "MelConvention": "features.mel",
+    "compute_mel": "features.mel",
+    "mel_spectrogram": "features.mel",
     "build_model": "model",
     "make_schedule": "sampler",
     "InferenceOptions": "sampler",
     "resolve_schedule": "sampler",
     "Vocoder": "vocoder",
-    "convert_lmnt_checkpoint": "convert",
+    "convert_lmnt_checkpoint": "formats.lmnt",
     # load_vocoder takes a checkpoint path (read by Vocoder.load) or a registered vocoder name.
     "load_vocoder": "registry",
     "list_vocoders": "registry",

@@ -18,8 +18,8 @@ from typing import Callable, Sequence, TextIO
 
 import numpy as np
 
-from .audio import save_audio
-from .progress import progress_line
+from .io.audio import save_audio
+from .io.progress import progress_line
 
 MEL_SUFFIXES = (".npy",)
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")

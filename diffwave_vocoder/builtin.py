@@ -14,8 +14,8 @@ from .hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from .adapters import MelAdapter
-    from .mel import MelConvention
-    from .params import DiffWaveConfig
+    from .features.mel import MelConvention
+    from .config import DiffWaveConfig
     from .vocoder import Vocoder
 
 # One adapter per recipe in `diffwave_vocoder.adapters.CONVENTIONS`, described here so that listing
@@ -39,7 +39,7 @@ def diffwave(checkpoint: str | os.PathLike | None = None, config: DiffWaveConfig
     """DiffWave from `checkpoint=` (a directory written by Vocoder.save), from a shipped `preset=`,
     or randomly initialised from `config=` (a DiffWaveConfig or a dict of its fields; `seed` fixes
     the weights). With none of them: the shipped default vocoder."""
-    from .params import DiffWaveConfig
+    from .config import DiffWaveConfig
     from .pretrained import DEFAULT_PRESET, preset_path
     from .vocoder import Vocoder
 
@@ -63,7 +63,7 @@ def diffwave(checkpoint: str | os.PathLike | None = None, config: DiffWaveConfig
 
 
 def _convention(name: str, recipe: Callable[..., MelConvention], options: dict[str, Any]) -> MelConvention:
-    from .mel import MelConvention
+    from .features.mel import MelConvention
 
     try:
         return recipe(**options)
@@ -93,7 +93,7 @@ def generic(target: MelConvention, source: MelConvention | dict | None = None, m
     """An adapter from explicit convention parameters: `source=` a MelConvention or a dict of its
     fields, or the fields as keywords (unset fields keep lmnt's values)."""
     from .adapters import MelAdapter
-    from .mel import MelConvention
+    from .features.mel import MelConvention
 
     if source is not None and fields:
         raise ValueError(f"give the source convention either as source= or as fields, not both (got {sorted(fields)})")

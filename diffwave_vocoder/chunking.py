@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from .model import step_embedding_table
-from .params import DiffWaveConfig
+from .config import DiffWaveConfig
 
 # Mel frames of margin on each side of a chunk's own frames when it upsamples them: the two
 # transposed convolutions (kernel 2*stride, 'same') reach one frame beyond a sample's own.

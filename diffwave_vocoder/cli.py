@@ -129,7 +129,7 @@ def _load_model(path: str | None):
 
 
 def cmd_vocode(args: argparse.Namespace) -> None:
-    from .layout import as_mel_list
+    from .features.input_layout import as_mel_list
     from .sampler import configure_cpu_threads
 
     configure_cpu_threads()
@@ -177,7 +177,7 @@ def cmd_vocode(args: argparse.Namespace) -> None:
 
 
 def _write_single(args: argparse.Namespace, audio, sample_rate: int) -> None:
-    from .audio import save_audio
+    from .io.audio import save_audio
 
     if args.output == "-":
         _write_stdout([audio], len(audio), sample_rate, args.raw)
@@ -188,8 +188,8 @@ def _write_single(args: argparse.Namespace, audio, sample_rate: int) -> None:
 
 
 def cmd_resynth(args: argparse.Namespace) -> None:
-    from .audio import load_audio
-    from .mel import compute_mel
+    from .io.audio import load_audio
+    from .features.mel import compute_mel
     from .sampler import configure_cpu_threads
 
     configure_cpu_threads()
@@ -230,10 +230,10 @@ def cmd_resynth(args: argparse.Namespace) -> None:
 def cmd_preprocess(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from .atomic import atomic_file
-    from .audio import load_audio
-    from .mel import compute_mel
-    from .params import DiffWaveConfig
+    from .io.atomic import atomic_file
+    from .io.audio import load_audio
+    from .features.mel import compute_mel
+    from .config import DiffWaveConfig
     from .vocoder import Vocoder
 
     convention = (Vocoder.load(args.model).mel_convention if args.model
@@ -264,7 +264,7 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
 def cmd_corpus(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from .corpus import VOICES, corpus_texts, default_voices, make_speech_corpus
+    from .evaluation.corpus import VOICES, corpus_texts, default_voices, make_speech_corpus
 
     if args.list_voices:
         installed = {voice.name for voice in default_voices()}
@@ -332,7 +332,7 @@ def cmd_plugins(args: argparse.Namespace) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
-    from .convert import convert_lmnt_checkpoint
+    from .formats.lmnt import convert_lmnt_checkpoint
 
     overrides = {name: getattr(args, name) for name in (
         "dilation_cycle_length", "sample_rate", "noise_schedule", "inference_noise_schedule", "audio_len")
@@ -376,7 +376,7 @@ def _log_to_stderr() -> Iterator[None]:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .learner import Trainer, TrainingSettings, load_config_file, stored_run
+    from .training.trainer import Trainer, TrainingSettings, load_config_file, stored_run
 
     config, settings = None, {}
     if args.config:
@@ -394,13 +394,13 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from .learner import load_for_export
+    from .training.checkpoints import load_for_export
 
     if args.quantize and args.format != "tflite":
         raise CLIError("--quantize applies to --format tflite only")
     vocoder = load_for_export(args.source)
     if args.format != "checkpoint":
-        from .export import export
+        from .formats.export import export
 
         export(vocoder, args.output, args.format, args.quantize)
         print(f"wrote {args.output} ({args.format}{', int8 weights' if args.quantize else ''})")
@@ -410,7 +410,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def _metrics(value: str) -> list[str]:
-    from .evaluate import METRICS
+    from .evaluation.evaluate import METRICS
 
     names = [m.strip() for m in value.split(",") if m.strip()]
     unknown = [m for m in names if m not in METRICS]
@@ -421,7 +421,7 @@ def _metrics(value: str) -> list[str]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from .evaluate import evaluate, evaluate_run
+    from .evaluation.evaluate import evaluate, evaluate_run
 
     if args.model and args.run:
         raise CLIError("give --model or --run, not both")

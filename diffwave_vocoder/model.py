@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from .params import DiffWaveConfig
+from .config import DiffWaveConfig
 
 PACKAGE = "diffwave_vocoder"
 EMBEDDING_DIM = 128

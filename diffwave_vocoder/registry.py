@@ -30,7 +30,7 @@ from . import hookspecs
 from .hookspecs import PROJECT
 
 if TYPE_CHECKING:
-    from .mel import MelConvention
+    from .features.mel import MelConvention
 
 ENTRY_POINT_GROUP = PROJECT
 SELECT_ENV = "DIFFWAVE_VOCODER_PLUGINS"
@@ -256,7 +256,7 @@ def load_vocoder(name_or_path: str | os.PathLike, **options: Any) -> Any:
 
 def get_adapter(name: str, target: MelConvention | None = None, **options: Any) -> Any:
     """The registered adapter `name`, converting into `target` (default: lmnt's mel convention)."""
-    from .mel import MelConvention
+    from .features.mel import MelConvention
 
     if target is None:
         target = MelConvention()

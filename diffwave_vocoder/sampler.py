@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from .chunking import ChunkedNetwork, NetworkWeights, keras_weight_getter, network_weights
-from .params import DiffWaveConfig
+from .config import DiffWaveConfig
 
 Steps = Union[str, Sequence[float]]
 

@@ -25,8 +25,8 @@ import numpy as np
 import tensorflow as tf
 
 from .chunking import MEL_MARGIN_FRAMES, WavefrontState, keras_weight_getter, network_weights, upsample
-from .layout import to_numpy
-from .params import DiffWaveConfig
+from .features.input_layout import to_numpy
+from .config import DiffWaveConfig
 from .sampler import Sampler, Schedule, utterance_noise
 
 # Length used while an utterance's end is not yet known: every position received is valid.

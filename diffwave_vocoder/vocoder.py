@@ -16,11 +16,11 @@ import keras
 import numpy as np
 
 from . import __version__  # noqa: F401 (defined before any submodule import)
-from .atomic import atomic_directory
-from .layout import as_mel_list, check_weights_fit
-from .mel import MelConvention
+from .io.atomic import atomic_directory
+from .features.input_layout import as_mel_list, check_weights_fit
+from .features.mel import MelConvention
 from .model import build_model
-from .params import DiffWaveConfig
+from .config import DiffWaveConfig
 from .sampler import InferenceOptions, Sampler, Steps, resolve_schedule
 
 if TYPE_CHECKING:

@@ -28,8 +28,8 @@ import torch  # noqa: E402
 
 from diffwave_vocoder import load_vocoder  # noqa: E402
 from diffwave_vocoder.adapters.conventions import tacotron2  # noqa: E402
-from diffwave_vocoder.audio import load_audio, save_audio  # noqa: E402
-from diffwave_vocoder.mel import compute_mel  # noqa: E402
+from diffwave_vocoder.io.audio import load_audio, save_audio  # noqa: E402
+from diffwave_vocoder.features.mel import compute_mel  # noqa: E402
 
 
 def acoustic_model(text: str | None, wav: Path | None) -> torch.Tensor:

@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def speech_corpus(tmp_path_factory) -> Path:
     """Four clips of real (synthesised) speech at 22.05 kHz, about 4 s each."""
-    from diffwave_vocoder.corpus import make_speech_corpus
+    from diffwave_vocoder.evaluation.corpus import make_speech_corpus
 
     return make_speech_corpus(tmp_path_factory.mktemp("speech") / "corpus", clips=4)
 
@@ -44,3 +44,18 @@ def small_checkpoint(tmp_path_factory, small_vocoder) -> Path:
     path = tmp_path_factory.mktemp("small-checkpoint") / "model"
     small_vocoder.save(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run the reference on one thread (modules that compare with it use it module-wide).
+
+    It shares the process with TensorFlow on a small, shared CI machine, where torch's spinning
+    intra-op pool makes a default-size forward pass over 10x slower than on one thread.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

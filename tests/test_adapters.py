@@ -12,11 +12,11 @@ import scipy.signal
 import soundfile
 import torch
 
-from diffwave_vocoder.corpus import make_speech_corpus
+from diffwave_vocoder.evaluation.corpus import make_speech_corpus
 from diffwave_vocoder import get_adapter
 from diffwave_vocoder.adapters import CONVENTIONS, MelAdapter, load_stats
 from diffwave_vocoder.adapters import conventions
-from diffwave_vocoder.mel import MelConvention, compress, compute_mel, decompress
+from diffwave_vocoder.features.mel import MelConvention, compress, compute_mel, decompress
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "adapter_accuracy.py"
 

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import soundfile
 
-from diffwave_vocoder.audio import load_audio
+from diffwave_vocoder.io.audio import load_audio
 
 
 def run_cli(*args, cwd=None):
@@ -91,7 +91,7 @@ def test_errors_are_one_line_and_leave_no_output(tmp_path, small_checkpoint):
 
 def test_vocode_a_tacotron2_mel_through_its_adapter(tmp_path, small_checkpoint, speech_corpus):
     from diffwave_vocoder.adapters.conventions import CONVENTIONS
-    from diffwave_vocoder.mel import compute_mel
+    from diffwave_vocoder.features.mel import compute_mel
 
     audio, _ = load_audio(sorted((speech_corpus / "wavs").glob("*.wav"))[1])
     tacotron_mel = compute_mel(audio[:22050], CONVENTIONS["tacotron2"]())  # ln-Slaney 0-8 kHz, (frames, 80)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from diffwave_vocoder.corpus import VOICES, corpus_texts, make_speech_corpus, resolve_voices
+from diffwave_vocoder.evaluation.corpus import VOICES, corpus_texts, make_speech_corpus, resolve_voices
 
 
 def run_cli(*args, env=None):

@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from diffwave_vocoder.evaluate import (GRIFFIN_LIM, GROUND_TRUTH, METRICS, OURS, evaluate, evaluate_run, load_clips,
+from diffwave_vocoder.evaluation.evaluate import (GRIFFIN_LIM, GROUND_TRUTH, METRICS, OURS, evaluate, evaluate_run, load_clips,
                                        multi_resolution_stft_distance, require)
-from diffwave_vocoder.griffin_lim import griffin_lim
-from diffwave_vocoder.mel import MelConvention, compute_mel
+from diffwave_vocoder.evaluation.griffin_lim import griffin_lim
+from diffwave_vocoder.features.mel import MelConvention, compute_mel
 
 CLIP_SECONDS = 1.5
 
@@ -163,8 +163,8 @@ def test_cli_errors_are_one_line(tmp_path, checkpoint, wavs, capsys, args, messa
 
 @pytest.mark.slow  # trains a tiny run, then scores it in-process and through the CLI (~1 min on 2 cores)
 def test_evaluate_run_gives_one_summary_row_per_checkpoint(speech_corpus, tmp_path, wavs):
-    from diffwave_vocoder.learner import Trainer, TrainingSettings
-    from diffwave_vocoder.params import DiffWaveConfig
+    from diffwave_vocoder.training.trainer import Trainer, TrainingSettings
+    from diffwave_vocoder.config import DiffWaveConfig
 
     run = tmp_path / "run"
     tiny = DiffWaveConfig(residual_channels=8, residual_layers=4, dilation_cycle_length=2)

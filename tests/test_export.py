@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from diffwave_vocoder import DiffWaveConfig, Vocoder, resolve_schedule
-from diffwave_vocoder.export import export_saved_model, tflite_bytes
+from diffwave_vocoder.formats.export import export_saved_model, tflite_bytes
 from diffwave_vocoder.sampler import Sampler
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")

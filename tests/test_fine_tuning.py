@@ -5,8 +5,9 @@ import shutil
 import numpy as np
 import pytest
 
-from diffwave_vocoder.learner import Trainer, TrainingSettings, load_for_export
-from diffwave_vocoder.params import DiffWaveConfig
+from diffwave_vocoder.training.checkpoints import load_for_export
+from diffwave_vocoder.training.trainer import Trainer, TrainingSettings
+from diffwave_vocoder.config import DiffWaveConfig
 from diffwave_vocoder.vocoder import Vocoder
 
 TINY = DiffWaveConfig(residual_channels=8, residual_layers=4, dilation_cycle_length=2)

@@ -1,32 +1,10 @@
 """The mel front end reproduces lmnt-com/diffwave's preprocess.py on real speech."""
 import numpy as np
 import pytest
-import torch
 
-from diffwave_vocoder.audio import load_audio
-from diffwave_vocoder.mel import MelConvention, compute_mel, mel_spectrogram
-
-
-def torchaudio_recipe(audio: np.ndarray, sample_rate=22050, n_fft=1024, hop=256, n_mels=80, f_min=20.0):
-    """torchaudio.transforms.MelSpectrogram(power=1, normalized=True, f_max=sr/2) rebuilt from torchaudio's
-    source (spectrogram + melscale_fbanks, HTK, norm=None), then preprocess.py's log compression."""
-    waveform = torch.from_numpy(audio).double()
-    window = torch.hann_window(n_fft, dtype=torch.float64)
-    spec = torch.stft(waveform, n_fft, hop, n_fft, window, center=True, pad_mode="reflect",
-                      normalized=False, onesided=True, return_complex=True)
-    spec = (spec / window.pow(2.0).sum().sqrt()).abs()
-    all_freqs = torch.linspace(0, sample_rate // 2, n_fft // 2 + 1, dtype=torch.float64)
-    hz_to_mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
-    m_pts = torch.linspace(hz_to_mel(f_min), hz_to_mel(sample_rate / 2), n_mels + 2, dtype=torch.float64)
-    f_pts = 700.0 * (10 ** (m_pts / 2595.0) - 1.0)
-    f_diff = f_pts[1:] - f_pts[:-1]
-    slopes = f_pts.unsqueeze(0) - all_freqs.unsqueeze(1)
-    down = (-1.0 * slopes[:, :-2]) / f_diff[:-1]
-    up = slopes[:, 2:] / f_diff[1:]
-    fb = torch.clamp(torch.min(down, up), min=0.0)
-    mel = (spec.T @ fb).numpy()
-    db = 20 * np.log10(np.maximum(mel, 1e-5)) - 20
-    return np.clip((db + 100) / 100, 0.0, 1.0)
+from diffwave_vocoder.io.audio import load_audio
+from diffwave_vocoder.features.mel import MelConvention, compute_mel, mel_spectrogram
+from helpers import torchaudio_recipe
 
 
 def test_matches_reference_recipe_on_real_speech(speech_corpus):

@@ -17,7 +17,7 @@ import pytest
 import diffwave_vocoder
 from diffwave_vocoder import builtin, registry
 from diffwave_vocoder.adapters import CONVENTIONS, MelAdapter
-from diffwave_vocoder.mel import MelConvention, compute_mel
+from diffwave_vocoder.features.mel import MelConvention, compute_mel
 
 FIXTURES = Path(__file__).parent / "plugin_fixture"
 # Where the package under test is imported from; a subprocess must find this copy and its metadata.

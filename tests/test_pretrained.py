@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from diffwave_vocoder import load_vocoder
-from diffwave_vocoder.audio import load_audio
-from diffwave_vocoder.mel import compute_mel
+from diffwave_vocoder.io.audio import load_audio
+from diffwave_vocoder.features.mel import compute_mel
 from diffwave_vocoder.pretrained import DEFAULT_PRESET, list_presets, preset_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +53,8 @@ def test_wheel_carries_the_weights_and_a_plain_install_finds_them(tmp_path):
     assert build.returncode == 0, build.stderr[-2000:]
     wheel = next((tmp_path / "dist").glob("diffwave_vocoder-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
+    modules = [path.relative_to(ROOT).as_posix() for path in (ROOT / "diffwave_vocoder").rglob("*.py")]
+    assert [module for module in modules if module not in names] == []  # every subpackage ships
     for file in ("config.json", "metadata.json", "model.weights.h5"):
         assert f"diffwave_vocoder/pretrained/default/{file}" in names
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
@@ -72,7 +74,7 @@ def test_wheel_carries_the_weights_and_a_plain_install_finds_them(tmp_path):
 
 def test_shipped_vocoder_follows_the_mel_of_unseen_speech(tmp_path):
     # Voices the model was not trained on (see metadata evaluation_data), texts from another seed.
-    from diffwave_vocoder.corpus import make_speech_corpus
+    from diffwave_vocoder.evaluation.corpus import make_speech_corpus
 
     corpus = make_speech_corpus(tmp_path / "speech", clips=2, seed=7, voices=["flite:awb", "espeak-ng:en-us+m5"])
     vocoder = load_vocoder("diffwave")
@@ -90,7 +92,7 @@ def test_shipped_vocoder_follows_the_mel_of_unseen_speech(tmp_path):
 
 
 def test_cli_vocodes_and_resynthesises_with_the_shipped_vocoder_by_default(tmp_path):
-    from diffwave_vocoder.corpus import make_speech_corpus
+    from diffwave_vocoder.evaluation.corpus import make_speech_corpus
 
     corpus = make_speech_corpus(tmp_path / "speech", clips=1, seed=7, voices=["flite:awb"])
     wav = next((corpus / "wavs").glob("*.wav"))

@@ -17,13 +17,14 @@ import warnings
 import numpy as np
 import pytest
 
-from diffwave_vocoder.atomic import atomic_directory
-from diffwave_vocoder.audio import save_audio
-from diffwave_vocoder.layout import MelRangeWarning
-from diffwave_vocoder.learner import StorageError, Trainer, TrainingSettings, load_for_export
-from diffwave_vocoder.mel import MelConvention, compute_mel
-from diffwave_vocoder.params import DiffWaveConfig
-from diffwave_vocoder.run_lock import RunLock, RunLockedError
+from diffwave_vocoder.io.atomic import atomic_directory
+from diffwave_vocoder.io.audio import save_audio
+from diffwave_vocoder.features.input_layout import MelRangeWarning
+from diffwave_vocoder.training.checkpoints import load_for_export
+from diffwave_vocoder.training.trainer import StorageError, Trainer, TrainingSettings
+from diffwave_vocoder.features.mel import MelConvention, compute_mel
+from diffwave_vocoder.config import DiffWaveConfig
+from diffwave_vocoder.training.run_lock import RunLock, RunLockedError
 from diffwave_vocoder.vocoder import Vocoder
 
 TINY = DiffWaveConfig(residual_channels=8, residual_layers=4, dilation_cycle_length=2)
@@ -43,7 +44,7 @@ def hidden(path):
 
 HOLDER = r"""
 import sys, time
-from diffwave_vocoder.run_lock import RunLock
+from diffwave_vocoder.training.run_lock import RunLock
 lock = RunLock(sys.argv[1]).acquire()
 print("locked", flush=True)
 time.sleep(600)

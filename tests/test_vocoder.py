@@ -111,6 +111,29 @@ def test_load_errors_are_clear(tmp_path):
         load_vocoder(broken)
 
 
+INFERENCE_ONLY = """
+import sys
+import numpy as np
+import diffwave_vocoder as dv
+vocoder = dv.load_vocoder(sys.argv[1])
+mel = np.random.default_rng(0).uniform(0, 1, (6, vocoder.n_mels)).astype(np.float32)
+assert vocoder.vocode(mel, seed=0).shape == (6 * vocoder.hop_length,)
+assert sum(len(block) for block in vocoder.stream(mel, seed=0)) == 6 * vocoder.hop_length
+print(" ".join(sorted(name for name in sys.modules if name.startswith("diffwave_vocoder"))))
+"""
+
+
+def test_inference_imports_no_training_evaluation_or_formats(small_checkpoint):
+    """Loading a vocoder and vocoding (whole or streamed) never imports the subpackages above it."""
+    result = subprocess.run([sys.executable, "-c", INFERENCE_ONLY, str(small_checkpoint)], capture_output=True,
+                            text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr
+    loaded = result.stdout.split()
+    assert {"diffwave_vocoder.vocoder", "diffwave_vocoder.stream"} <= set(loaded)
+    above = ("diffwave_vocoder.training", "diffwave_vocoder.evaluation", "diffwave_vocoder.formats")
+    assert [name for name in loaded if name.startswith(above)] == []
+
+
 def test_unconditional_generation():
     from diffwave_vocoder import DiffWaveConfig
 

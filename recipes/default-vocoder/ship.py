@@ -14,8 +14,8 @@ import json
 import math
 from pathlib import Path
 
-from diffwave_vocoder.evaluate import evaluate
-from diffwave_vocoder.learner import load_for_export
+from diffwave_vocoder.evaluation.evaluate import evaluate
+from diffwave_vocoder.training.checkpoints import load_for_export
 from diffwave_vocoder.pretrained import DEFAULT_PRESET, PRESETS_DIR
 
 HERE = Path(__file__).resolve().parent

@@ -1,9 +1,8 @@
 """A third-party plugin: a small DiffWave vocoder and an adapter for natural-log lmnt-filterbank mels."""
 import math
 
-from diffwave_vocoder import hookimpl
+from diffwave_vocoder import MelConvention, hookimpl
 from diffwave_vocoder.adapters import MelAdapter
-from diffwave_vocoder.mel import MelConvention
 
 # A toolkit that uses lmnt's filterbank but stores ln(max(mel, 1e-5)) instead of lmnt's [0, 1] dB.
 SOURCE = MelConvention(compression="log", compression_params={"base": math.e, "guard": "clamp", "eps": 1e-5})

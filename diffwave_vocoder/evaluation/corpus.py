@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from .atomic import atomic_directory
+from ..io.atomic import atomic_directory
 
 SUBJECTS = ["the old farmer", "a quiet student", "my neighbour", "the captain", "every child",
             "the small committee", "a tired doctor", "the river pilot", "our teacher", "the baker",

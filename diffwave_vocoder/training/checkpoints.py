@@ -3,13 +3,16 @@
 A run directory keeps its checkpoints under `checkpoints/step-NNNNNNNNN/`, each holding
 `state.json` (global step, data position, seed), `config.json` (model), `training.json` (settings)
 and `variables.*` (model weights and optimizer state, a tf.train.Checkpoint). Each is written into a
-temporary sibling and renamed into place (atomic.py), so a `step-*` directory is always whole; a
+temporary sibling and renamed into place (io/atomic.py), so a `step-*` directory is always whole; a
 kill during a save leaves only a `.step-*.tmp` directory, which the next run removes. There is no
 "latest" pointer file to get out of step: the newest complete directory is the latest.
 Deletion renames a checkpoint out of the `step-*` namespace before removing its files.
+`load_for_export` reads a run, one of its checkpoints or an inference checkpoint as a `Vocoder`:
+all that exporting, evaluating or fine-tuning from a run needs, without the trainer.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -17,12 +20,19 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from .atomic import atomic_directory
+import keras
+import tensorflow as tf
+
+from ..config import DiffWaveConfig
+from ..io.atomic import atomic_directory
+from ..model import build_model
+from ..vocoder import CONFIG_FILE, Vocoder
 
 log = logging.getLogger(__name__)
 
+CHECKPOINTS_DIR = "checkpoints"  # of a run directory
 FORMAT_NAME = "diffwave-vocoder-training"
 FORMAT_VERSION = 1
 STATE_FILE = "state.json"
@@ -110,3 +120,51 @@ class CheckpointStore:
         trash = Path(tempfile.mkdtemp(prefix=".deleting-", dir=self.directory))
         os.replace(self.path(step), trash / "checkpoint")
         shutil.rmtree(trash)
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Build Keras layers under a dtype policy without leaving it set globally."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def training_metadata(step: int, init_provenance: dict[str, Any] | None) -> dict[str, Any]:
+    """An exported vocoder's provenance: its step and, when fine-tuned, what it started from."""
+    metadata: dict[str, Any] = {"training_step": step, "source": "diffwave-vocoder train"}
+    if init_provenance is not None:
+        metadata["init_from"] = init_provenance
+    return metadata
+
+
+def load_for_export(src: str | os.PathLike) -> Vocoder:
+    """A Vocoder from a training run directory (its newest checkpoint), one training checkpoint
+    directory, or an inference checkpoint, so that every export format loads its source alike."""
+    root = Path(src)
+    if not root.exists():
+        raise ValueError(f"export source not found: {root}")
+    if (root / CHECKPOINTS_DIR).is_dir():
+        latest = CheckpointStore(root / CHECKPOINTS_DIR).latest()
+        if latest is None:
+            raise ValueError(f"training run {root} has no complete checkpoint yet")
+        root = latest
+    if not is_training_checkpoint(root):
+        if (root / CONFIG_FILE).is_file():
+            return Vocoder.load(root)
+        raise ValueError(f"not a training run, training checkpoint or vocoder checkpoint: {root} (expected "
+                         f"{CHECKPOINTS_DIR}/, state.json or config.json in it)")
+    state = read_state(root)
+    config = DiffWaveConfig.from_json((root / CONFIG_FILE).read_text())
+    with dtype_policy("float32"):
+        model = build_model(config)
+    try:
+        tf.train.Checkpoint(model=model).read(str(root / VARIABLES_PREFIX)).expect_partial() \
+            .assert_existing_objects_matched()
+    except (tf.errors.OpError, AssertionError, ValueError, IndexError) as error:
+        raise ValueError(f"cannot read the weights of training checkpoint {root}: {' '.join(str(error).split())}") \
+            from None
+    return Vocoder(model, config, training_metadata(int(state["step"]), state.get("init_from")))

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from diffwave_vocoder.torch_checkpoint import (CheckpointFormatError, UnsafeCheckpointError,
-                                               load_torch_checkpoint)
-from lmnt_reference import (learner_state_dict, one_torch_thread, reference_params,  # noqa: F401
-                            save_like_learner, trained_reference)
+from diffwave_vocoder.io.torch_pickle import TorchPickleError, UnsafePickleError, load_torch_pickle
+from helpers import learner_state_dict, reference_params, save_like_learner, trained_reference
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the reference runs on one thread
 
 FORMATS = pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
 
@@ -64,7 +64,7 @@ def test_reference_training_dict(tmp_path, legacy, fp16):
     state = learner_state_dict(model, optimizer, scaler, params, step=1)
     path = save_like_learner(state, tmp_path / "run", legacy=legacy)
 
-    ours = load_torch_checkpoint(path)
+    ours = load_torch_pickle(path)
     theirs = torch.load(path, weights_only=False)
     _assert_same(ours, theirs)
     assert type(ours["params"]) is dict and ours["params"] == dict(params)
@@ -78,7 +78,7 @@ def test_learner_params_as_plain_dict(tmp_path):
     params = reference_params(residual_channels=8, residual_layers=3, dilation_cycle_length=2)
     model, optimizer, scaler = trained_reference(params)
     path = save_like_learner(learner_state_dict(model, optimizer, scaler, dict(params), step=7), tmp_path)
-    ours = load_torch_checkpoint(path)
+    ours = load_torch_pickle(path)
     _assert_same(ours, torch.load(path, weights_only=True))
     assert ours["step"] == 7 and ours["params"]["residual_channels"] == 8
 
@@ -94,7 +94,7 @@ def test_model_directory_and_relative_symlink(tmp_path, monkeypatch, legacy):
 
     # The directory is read from elsewhere, so the relative link must resolve against its own folder.
     monkeypatch.chdir(tmp_path.parent)
-    from_dir, from_link, from_file = (load_torch_checkpoint(p) for p in (tmp_path / "model", link, saved))
+    from_dir, from_link, from_file = (load_torch_pickle(p) for p in (tmp_path / "model", link, saved))
     for loaded in (from_link, from_file):
         _assert_same(loaded, torch.load(saved, weights_only=True))
     _assert_same(from_dir, torch.load(saved, weights_only=True))
@@ -118,7 +118,7 @@ def test_tensor_layouts_and_dtypes(tmp_path, legacy):
         "nested": ({"tuple": (1, 2.5, "x", None, True)},),
     }
     path = _save(obj, tmp_path / "layouts.pt", legacy)
-    _assert_same(load_torch_checkpoint(path), torch.load(path, weights_only=False))
+    _assert_same(load_torch_pickle(path), torch.load(path, weights_only=False))
 
 
 def _rewrite_zip(src: Path, dst: Path, edit) -> Path:
@@ -166,7 +166,7 @@ def test_big_endian_zip(tmp_path):
     theirs = torch.load(big, weights_only=True)
     for key, tensor in torch.load(little, weights_only=True).items():  # torch reads the same values
         assert torch.equal(theirs[key], tensor), key
-    _assert_same(load_torch_checkpoint(big), theirs)
+    _assert_same(load_torch_pickle(big), theirs)
 
 
 def test_gpu_saved_storages_load_on_cpu(tmp_path):
@@ -177,7 +177,7 @@ def test_gpu_saved_storages_load_on_cpu(tmp_path):
                        lambda name, data: data.replace(cpu_id, cuda_id) if name.endswith("data.pkl") else data)
     with zipfile.ZipFile(gpu) as archive:
         assert cuda_id in archive.read("gpu/data.pkl")
-    _assert_same(load_torch_checkpoint(gpu), torch.load(gpu, map_location="cpu", weights_only=True))
+    _assert_same(load_torch_pickle(gpu), torch.load(gpu, map_location="cpu", weights_only=True))
 
 
 class _SystemPayload:
@@ -207,8 +207,8 @@ def test_malicious_payload_is_refused_and_never_runs(tmp_path, legacy, payload, 
     state["params"]["evil"] = payload(marker)  # hidden deep inside an otherwise real checkpoint
     path = save_like_learner(state, tmp_path / "run", legacy=legacy)
 
-    with pytest.raises(UnsafeCheckpointError) as caught:
-        load_torch_checkpoint(tmp_path / "run")
+    with pytest.raises(UnsafePickleError) as caught:
+        load_torch_pickle(tmp_path / "run")
     message = str(caught.value)
     assert f"'{refused}'" in message and str(path) in message  # as named in the file (protocol 2)
     assert not marker.exists()
@@ -228,8 +228,8 @@ def test_refused_module_is_never_imported(tmp_path):
         archive.writestr("archive/byteorder", "little")
     sys.path.insert(0, str(tmp_path))
     try:
-        with pytest.raises(UnsafeCheckpointError, match=f"'{name}.hook'"):
-            load_torch_checkpoint(checkpoint)
+        with pytest.raises(UnsafePickleError, match=f"'{name}.hook'"):
+            load_torch_pickle(checkpoint)
     finally:
         sys.path.remove(str(tmp_path))
     assert name not in sys.modules
@@ -240,24 +240,24 @@ def test_tensor_reaching_past_its_storage_is_refused(tmp_path):
     path = _save({"w": torch.randn(4, 4)}, tmp_path / "ok.pt", legacy=False)
     truncated = _rewrite_zip(path, tmp_path / "bad.pt",
                              lambda name, data: data[:32] if "/data/" in name else data)
-    with pytest.raises(CheckpointFormatError, match="reaches element 15 of storage .* holds only 8"):
-        load_torch_checkpoint(truncated)
+    with pytest.raises(TorchPickleError, match="reaches element 15 of storage .* holds only 8"):
+        load_torch_pickle(truncated)
 
 
 def test_not_a_checkpoint(tmp_path):
     text = tmp_path / "notes.pt"
     text.write_text("hello")
-    with pytest.raises(CheckpointFormatError, match="notes.pt"):
-        load_torch_checkpoint(text)
+    with pytest.raises(TorchPickleError, match="notes.pt"):
+        load_torch_pickle(text)
     plain_zip = tmp_path / "plain.pt"
     with zipfile.ZipFile(plain_zip, "w") as archive:
         archive.writestr("readme.txt", "not torch")
-    with pytest.raises(CheckpointFormatError, match="exactly one '<folder>/data.pkl'"):
-        load_torch_checkpoint(plain_zip)
+    with pytest.raises(TorchPickleError, match="exactly one '<folder>/data.pkl'"):
+        load_torch_pickle(plain_zip)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "weights-5.pt").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match=r"no weights.pt .*\['weights-5.pt'\]"):
-        load_torch_checkpoint(tmp_path / "run")
+        load_torch_pickle(tmp_path / "run")
     (tmp_path / "dangling.pt").symlink_to("missing.pt")
     with pytest.raises(FileNotFoundError, match="dangling symlink"):
-        load_torch_checkpoint(tmp_path / "dangling.pt")
+        load_torch_pickle(tmp_path / "dangling.pt")

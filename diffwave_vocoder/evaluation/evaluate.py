@@ -39,8 +39,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .atomic import atomic_file
-from .mel import MelConvention, compute_mel
+from ..io.atomic import atomic_file
+from ..features.mel import MelConvention, compute_mel
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ class EvaluationClip:
 def clip_paths(data: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
     """Audio files of `data`: files as given, directories (wavs below them, or an LJSpeech folder's
     listed clips, as for training)."""
-    from .dataset import find_wavs
+    from ..io.audio import find_wavs
 
     roots = [data] if isinstance(data, (str, os.PathLike)) else list(data)
     paths: list[Path] = []
@@ -245,7 +245,7 @@ def load_clips(data: str | os.PathLike | Sequence[str | os.PathLike], convention
                max_seconds: float | None = None) -> tuple[list[EvaluationClip], list[dict[str, str]]]:
     """(clips, skipped): each readable file at the convention's rate (resampled if need be), cut
     to `max_seconds`, with its mel; a file that cannot be read is logged by name and skipped."""
-    from .audio import load_audio
+    from ..io.audio import load_audio
 
     clips, skipped, resampled = [], [], 0
     paths = clip_paths(data)
@@ -449,8 +449,7 @@ def evaluate_run(run_dir: str | os.PathLike, clips: Any, steps: Any = "fast", ba
     """Score every checkpoint of a training run (`checkpoints/step-*`, oldest first) on the same
     clips, seeds and metrics: rows of system 'diffwave' carry their step, so `summary()` has one
     entry per step (quality over training). The baseline and ground truth are scored once."""
-    from .learner import CHECKPOINTS_DIR, load_for_export
-    from .training_checkpoints import CheckpointStore
+    from ..training.checkpoints import CHECKPOINTS_DIR, CheckpointStore, load_for_export
 
     store = CheckpointStore(Path(run_dir) / CHECKPOINTS_DIR)
     steps_found = store.steps()

@@ -12,7 +12,7 @@ beside it. Two layouts exist:
 Unpickling is restricted to an explicit allow-list of globals (`ALLOWED_GLOBALS`): the tensor rebuild
 functions, the typed storage classes, `collections.OrderedDict` and lmnt-com/diffwave's
 `diffwave.params.AttrDict` (loaded as a plain dict). Any other global is refused with
-`UnsafeCheckpointError` before it is imported, so nothing a malicious file names can ever run.
+`UnsafePickleError` before it is imported, so nothing a malicious file names can ever run.
 Tensors come back as independent numpy arrays (storage location, e.g. "cuda:0", is ignored).
 """
 from __future__ import annotations
@@ -29,19 +29,18 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["load_torch_checkpoint", "resolve_checkpoint_path", "CheckpointFormatError",
-           "UnsafeCheckpointError", "ALLOWED_GLOBALS"]
+__all__ = ["load_torch_pickle", "resolve_torch_file", "TorchPickleError", "UnsafePickleError", "ALLOWED_GLOBALS"]
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
 
 
-class CheckpointFormatError(ValueError):
-    """The file is not a well-formed torch.save checkpoint."""
+class TorchPickleError(ValueError):
+    """The file is not a well-formed torch.save file."""
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
-    """The checkpoint's pickle names a global outside the allow-list; it was not imported or run."""
+class UnsafePickleError(pickle.UnpicklingError):
+    """The file's pickle names a global outside the allow-list; it was not imported or run."""
 
 
 def _bfloat16() -> np.dtype:
@@ -80,7 +79,7 @@ class _Storage:
 
     def __init__(self, raw: bytes, dtype: np.dtype, big_endian: bool, where: str) -> None:
         if len(raw) % dtype.itemsize:
-            raise CheckpointFormatError(
+            raise TorchPickleError(
                 f"storage {where} has {len(raw)} bytes, not a multiple of its {dtype} element size "
                 f"{dtype.itemsize}")
         if big_endian != (sys.byteorder == "big") and dtype.itemsize > 1:
@@ -94,11 +93,11 @@ class _Storage:
 
 def _rebuild_tensor(storage: _Storage, storage_offset: int, size: tuple, stride: tuple) -> np.ndarray:
     if not isinstance(storage, _Storage):
-        raise CheckpointFormatError(f"tensor rebuild expected a storage, got {type(storage).__name__}")
+        raise TorchPickleError(f"tensor rebuild expected a storage, got {type(storage).__name__}")
     values = [storage_offset, *size, *stride]
     if (not isinstance(size, tuple) or not isinstance(stride, tuple) or len(size) != len(stride)
             or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)):
-        raise CheckpointFormatError(
+        raise TorchPickleError(
             f"invalid tensor geometry in storage {storage.where}: offset={storage_offset!r}, "
             f"size={size!r}, stride={stride!r}")
     flat = storage.array
@@ -106,7 +105,7 @@ def _rebuild_tensor(storage: _Storage, storage_offset: int, size: tuple, stride:
         return np.zeros(size, dtype=flat.dtype)
     last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
     if last >= flat.size:
-        raise CheckpointFormatError(
+        raise TorchPickleError(
             f"tensor (offset {storage_offset}, size {size}, stride {stride}) reaches element {last} "
             f"of storage {storage.where}, which holds only {flat.size}")
     view = np.lib.stride_tricks.as_strided(
@@ -124,7 +123,7 @@ def _rebuild_tensor_v2(storage: _Storage, storage_offset: int, size: tuple, stri
 def _rebuild_parameter(data: np.ndarray, requires_grad: bool = True,
                        backward_hooks: Any = None) -> np.ndarray:
     if not isinstance(data, np.ndarray):
-        raise CheckpointFormatError(f"parameter rebuild expected a tensor, got {type(data).__name__}")
+        raise TorchPickleError(f"parameter rebuild expected a tensor, got {type(data).__name__}")
     return data
 
 
@@ -170,7 +169,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         try:
             found = ALLOWED_GLOBALS[(module, name)]
         except KeyError:
-            raise UnsafeCheckpointError(
+            raise UnsafePickleError(
                 f"refused to load global '{module}.{name}' from checkpoint {self._source}: a checkpoint "
                 f"of weights needs only tensors and plain containers, so only "
                 f"{sorted(f'{m}.{n}' for m, n in ALLOWED_GLOBALS)} are allowed. Nothing from the "
@@ -183,7 +182,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if (self._load_storage is None or not isinstance(pid, tuple) or len(pid) < 5
                 or pid[0] != "storage" or not isinstance(pid[1], _StorageType)
                 or not isinstance(pid[2], str)):
-            raise CheckpointFormatError(
+            raise TorchPickleError(
                 f"unexpected persistent id {pid!r} in checkpoint {self._source}; expected "
                 f"('storage', torch.<X>Storage, key, location, numel, ...)")
         return self._load_storage(pid[1], pid[2], pid)
@@ -191,10 +190,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def load(self) -> Any:
         try:
             return super().load()
-        except (UnsafeCheckpointError, CheckpointFormatError):
+        except (UnsafePickleError, TorchPickleError):
             raise
         except Exception as err:  # e.g. REDUCE on something that is not callable, truncated data
-            raise CheckpointFormatError(
+            raise TorchPickleError(
                 f"malformed pickle in checkpoint {self._source}: {type(err).__name__}: {err}") from None
 
 
@@ -224,7 +223,7 @@ def _plain(obj: Any, memo: dict[int, Any] | None = None) -> Any:
     return obj
 
 
-def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
+def resolve_torch_file(path: str | os.PathLike) -> Path:
     """The file to read: `path` itself, or `path/weights.pt` for a model directory (symlinks followed)."""
     path = Path(path)
     if path.is_dir():
@@ -246,21 +245,21 @@ def _load_zip(data: bytes, source: str) -> Any:
         names = archive.namelist()
         pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
         if len(pickles) != 1:
-            raise CheckpointFormatError(
+            raise TorchPickleError(
                 f"{source} is a zip file but not a torch checkpoint: expected exactly one "
                 f"'<folder>/data.pkl', found {pickles or 'none'}")
         prefix = pickles[0][: -len("data.pkl")]
         byteorder = (archive.read(prefix + "byteorder").decode().strip()
                      if prefix + "byteorder" in names else "little")
         if byteorder not in ("little", "big"):
-            raise CheckpointFormatError(f"{source}: unknown byteorder {byteorder!r}")
+            raise TorchPickleError(f"{source}: unknown byteorder {byteorder!r}")
         raw_cache: dict[str, bytes] = {}
 
         def load_storage(storage_type: _StorageType, key: str, pid: tuple) -> _Storage:
             member = f"{prefix}data/{key}"
             if key not in raw_cache:
                 if member not in names:
-                    raise CheckpointFormatError(f"{source}: storage '{member}' is missing")
+                    raise TorchPickleError(f"{source}: storage '{member}' is missing")
                 raw_cache[key] = archive.read(member)
             return _Storage(raw_cache[key], storage_type.dtype, byteorder == "big", f"'{member}'")
 
@@ -273,20 +272,20 @@ def _load_legacy(data: bytes, source: str) -> Any:
     def header_pickle(what: str) -> Any:
         try:
             return _RestrictedUnpickler(stream, source, None).load()
-        except CheckpointFormatError:
-            raise CheckpointFormatError(f"{source}: unreadable {what} in a legacy torch.save file") from None
+        except TorchPickleError:
+            raise TorchPickleError(f"{source}: unreadable {what} in a legacy torch.save file") from None
 
     not_torch = (f"{source} is not a torch checkpoint: neither a zip archive nor a legacy torch.save "
                  f"file (which starts with the pickled magic number {_LEGACY_MAGIC:#x})")
     try:
         magic = _RestrictedUnpickler(stream, source, None).load()
-    except CheckpointFormatError:
-        raise CheckpointFormatError(not_torch) from None
+    except TorchPickleError:
+        raise TorchPickleError(not_torch) from None
     if magic != _LEGACY_MAGIC:
-        raise CheckpointFormatError(not_torch)
+        raise TorchPickleError(not_torch)
     protocol = header_pickle("protocol version")
     if protocol != _LEGACY_PROTOCOL:
-        raise CheckpointFormatError(f"{source}: legacy protocol {protocol!r}, expected {_LEGACY_PROTOCOL}")
+        raise TorchPickleError(f"{source}: legacy protocol {protocol!r}, expected {_LEGACY_PROTOCOL}")
     sys_info = header_pickle("sys_info")
     big_endian = isinstance(sys_info, dict) and sys_info.get("little_endian") is False
 
@@ -301,33 +300,33 @@ def _load_legacy(data: bytes, source: str) -> Any:
     _RestrictedUnpickler(stream, source, record, rebuild_tensors=False).load()
     keys = header_pickle("storage key list")
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-        raise CheckpointFormatError(f"{source}: storage key list is not a list of strings: {keys!r}")
+        raise TorchPickleError(f"{source}: storage key list is not a list of strings: {keys!r}")
     raw_storages: dict[str, bytes] = {}
     for key in keys:
         if key not in storage_types:  # its element size is unknown, so nothing after it can be found
-            raise CheckpointFormatError(f"{source}: storage '{key}' is not referenced by any tensor")
+            raise TorchPickleError(f"{source}: storage '{key}' is not referenced by any tensor")
         header = stream.read(8)
         if len(header) != 8:
-            raise CheckpointFormatError(f"{source}: file ends before storage '{key}'")
+            raise TorchPickleError(f"{source}: file ends before storage '{key}'")
         (count,) = struct.unpack(">q" if big_endian else "<q", header)
         nbytes = count * storage_types[key].dtype.itemsize
         raw = stream.read(nbytes) if count >= 0 else b""
         if count < 0 or len(raw) != nbytes:
-            raise CheckpointFormatError(
+            raise TorchPickleError(
                 f"{source}: storage '{key}' should hold {count} elements ({nbytes} bytes), "
                 f"the file has {len(raw)}")
         raw_storages[key] = raw
 
     def load_storage(storage_type: _StorageType, key: str, pid: tuple) -> _Storage:
         if key not in raw_storages:
-            raise CheckpointFormatError(f"{source}: a tensor refers to storage '{key}', which is not stored")
+            raise TorchPickleError(f"{source}: a tensor refers to storage '{key}', which is not stored")
         storage = _Storage(raw_storages[key], storage_type.dtype, big_endian, f"'{key}'")
         view = pid[5] if len(pid) > 5 else None
         if view is not None:  # torch < 1.0 storage views: (view_key, offset, size) into this storage
             if (not isinstance(view, tuple) or len(view) != 3
                     or not all(isinstance(v, int) and v >= 0 for v in view[1:])
                     or view[1] + view[2] > storage.array.size):
-                raise CheckpointFormatError(f"{source}: invalid view {view!r} of storage '{key}'")
+                raise TorchPickleError(f"{source}: invalid view {view!r} of storage '{key}'")
             storage.array = storage.array[view[1]:view[1] + view[2]]
         return storage
 
@@ -335,15 +334,15 @@ def _load_legacy(data: bytes, source: str) -> Any:
     return _RestrictedUnpickler(stream, source, load_storage).load()
 
 
-def load_torch_checkpoint(path: str | os.PathLike) -> Any:
+def load_torch_pickle(path: str | os.PathLike) -> Any:
     """Load what `torch.save` wrote at `path` (file, symlink or model directory), torch-free and safely.
 
     Tensors become numpy arrays (own memory, native byte order, torch's dtype); containers stay
     dicts / OrderedDicts / lists / tuples; a pickled `diffwave.params.AttrDict` becomes a dict.
-    Raises `UnsafeCheckpointError` for any global outside `ALLOWED_GLOBALS`, and
-    `CheckpointFormatError` for a file that is not a torch checkpoint.
+    Raises `UnsafePickleError` for any global outside `ALLOWED_GLOBALS`, and
+    `TorchPickleError` for a file that is not a torch checkpoint.
     """
-    path = resolve_checkpoint_path(path)
+    path = resolve_torch_file(path)
     data = path.read_bytes()
     # Errors name both the path given and the file a (weights.pt) symlink points at.
     source = f"{path} -> {path.resolve()}" if path.is_symlink() else str(path)

@@ -5,6 +5,6 @@ toolkits a pipeline is likely to use. Each recipe is registered as an adapter by
 `diffwave_vocoder.builtin` (see `diffwave_vocoder.registry.get_adapter`).
 """
 from .conventions import CONVENTIONS, load_stats
-from .convert import MelAdapter
+from .mel_adapter import MelAdapter
 
 __all__ = ["CONVENTIONS", "MelAdapter", "load_stats"]

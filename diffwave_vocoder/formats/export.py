@@ -28,10 +28,10 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from .atomic import atomic_directory, atomic_file
-from .chunking import ChunkedNetwork, network_weights
-from .sampler import Steps, resolve_schedule, reverse_diffusion
-from .vocoder import Vocoder
+from ..io.atomic import atomic_directory, atomic_file
+from ..chunking import ChunkedNetwork, network_weights
+from ..sampler import Steps, resolve_schedule, reverse_diffusion
+from ..vocoder import Vocoder
 
 CONFIG_ASSET = Path("assets.extra") / "diffwave_config.json"
 FORMATS = ("saved_model", "tflite")

@@ -22,7 +22,7 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
-from ..mel import MelConvention
+from ..features.mel import MelConvention
 
 Stats = Union[str, os.PathLike, Sequence[Sequence[float]], None]
 

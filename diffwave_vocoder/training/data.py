@@ -23,40 +23,15 @@ from typing import Sequence
 import numpy as np
 import soundfile
 
-from .mel import MelConvention, compute_mel
-from .params import DiffWaveConfig
+from ..config import DiffWaveConfig
+from ..features.mel import MelConvention, compute_mel
+from ..io.audio import find_wavs
 
 log = logging.getLogger(__name__)
 
 SPEC_SUFFIX = ".spec.npy"
 # Domains that keep the independent random streams of one example apart.
 _EPOCH_ORDER, _CROP, _STEP, _NOISE, _EVAL = 1, 2, 3, 4, 5
-
-
-def find_wavs(root: str | os.PathLike) -> list[Path]:
-    """The wav files of a data set, sorted: an LJSpeech folder's listed clips or every wav below root.
-
-    LJSpeech layout: `metadata.csv` (`id|text|normalised text`) next to `wavs/`; clips listed in
-    metadata.csv but missing are reported and left out.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"data set not found: expected a directory of .wav files, got {root}")
-    metadata = root / "metadata.csv"
-    if metadata.is_file() and (root / "wavs").is_dir():
-        ids = [line.split("|", 1)[0].strip() for line in metadata.read_text(encoding="utf-8").splitlines()]
-        paths = [root / "wavs" / f"{clip_id}.wav" for clip_id in ids if clip_id]
-        missing = [p for p in paths if not p.is_file()]
-        for path in missing[:10]:
-            log.warning("listed in %s but missing: %s", metadata, path)
-        if missing:
-            log.warning("%d of %d clips listed in %s are missing", len(missing), len(paths), metadata)
-        wavs = sorted(p for p in paths if p.is_file())
-    else:
-        wavs = sorted(p for p in root.rglob("*.wav") if p.is_file())
-    if not wavs:
-        raise ValueError(f"no .wav files under {root}")
-    return wavs
 
 
 @dataclass(frozen=True)
@@ -374,5 +349,5 @@ def evaluation_dataset(clips: ClipSet, batch_size: int, max_steps: int) -> "tf.d
                         evaluation=True, drop_remainder=False)
 
 
-__all__ = ["Clip", "ClipSet", "find_wavs", "mel_window", "example_indices", "make_dataset",
+__all__ = ["Clip", "ClipSet", "mel_window", "example_indices", "make_dataset",
            "evaluation_dataset"]

@@ -1,6 +1,6 @@
 """Convert lmnt-com/diffwave PyTorch checkpoints into diffwave-vocoder checkpoints, without torch.
 
-The file is read by `torch_checkpoint.load_torch_checkpoint` (allow-listed unpickling, nothing from
+The file is read by `io.torch_pickle.load_torch_pickle` (allow-listed unpickling, nothing from
 the file runs). Every tensor is placed by the explicit port map below (source key -> our variable,
 with the layout transform beside it), never by position; anything missing, unexpected or mis-shaped
 is reported in one error. Hyperparameters come from the checkpoint's `params` when present, else
@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from .params import DiffWaveConfig, reference_params_to_config
-from .torch_checkpoint import load_torch_checkpoint, resolve_checkpoint_path
+from ..config import DiffWaveConfig, reference_params_to_config
+from ..io.torch_pickle import load_torch_pickle, resolve_torch_file
 
 if TYPE_CHECKING:
-    from .vocoder import Vocoder
+    from ..vocoder import Vocoder
 
 __all__ = ["convert_lmnt_checkpoint", "ConversionError", "port_map", "REFERENCE_HOP"]
 
@@ -239,11 +239,11 @@ def convert_lmnt_checkpoint(src: str | os.PathLike, dst: str | os.PathLike | Non
     `config_overrides` set DiffWaveConfig fields the checkpoint cannot tell, e.g.
     `dilation_cycle_length=4` for a bare state_dict of a model trained with a non-default cycle.
     """
-    from .model import build_model
-    from .vocoder import Vocoder
+    from ..model import build_model
+    from ..vocoder import Vocoder
 
-    source = resolve_checkpoint_path(src)
-    state, params, step = _split_checkpoint(load_torch_checkpoint(source), source)
+    source = resolve_torch_file(src)
+    state, params, step = _split_checkpoint(load_torch_pickle(source), source)
     config, provenance = _determine_config(state, params, config_overrides, source)
     model = build_model(config)
     _port_weights(model, config, state, source)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import librosa
 import numpy as np
 
-from .mel import MelConvention, _window, decompress, mel_filterbank
+from ..features.mel import MelConvention, _window, decompress, mel_filterbank
 
 ITERATIONS = 32
 

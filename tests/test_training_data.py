@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import soundfile
 
-from diffwave_vocoder.dataset import ClipSet, evaluation_dataset, example_indices, find_wavs, make_dataset
-from diffwave_vocoder.mel import compute_mel
-from diffwave_vocoder.params import DiffWaveConfig
+from diffwave_vocoder.io.audio import find_wavs
+from diffwave_vocoder.training.data import ClipSet, evaluation_dataset, example_indices, make_dataset
+from diffwave_vocoder.features.mel import compute_mel
+from diffwave_vocoder.config import DiffWaveConfig
 
-from diffwave_vocoder.corpus import make_speech_corpus
+from diffwave_vocoder.evaluation.corpus import make_speech_corpus
 
 CONFIG = DiffWaveConfig()
 HOP = CONFIG.hop_length

@@ -1,6 +1,8 @@
-"""Reading and writing waveforms: float32 mono in [-1, 1], sample rates checked, writes atomic."""
+"""Reading and writing waveforms: float32 mono in [-1, 1], sample rates checked, writes atomic;
+finding a data set's wav files."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -8,6 +10,8 @@ import numpy as np
 import soundfile
 
 from .atomic import atomic_file
+
+log = logging.getLogger(__name__)
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int | None = None,
@@ -42,3 +46,29 @@ def save_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> 
     with atomic_file(path, suffix=".wav") as tmp:
         soundfile.write(str(tmp), np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
     return Path(path)
+
+
+def find_wavs(root: str | os.PathLike) -> list[Path]:
+    """The wav files of a data set, sorted: an LJSpeech folder's listed clips or every wav below root.
+
+    LJSpeech layout: `metadata.csv` (`id|text|normalised text`) next to `wavs/`; clips listed in
+    metadata.csv but missing are reported and left out.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"data set not found: expected a directory of .wav files, got {root}")
+    metadata = root / "metadata.csv"
+    if metadata.is_file() and (root / "wavs").is_dir():
+        ids = [line.split("|", 1)[0].strip() for line in metadata.read_text(encoding="utf-8").splitlines()]
+        paths = [root / "wavs" / f"{clip_id}.wav" for clip_id in ids if clip_id]
+        missing = [p for p in paths if not p.is_file()]
+        for path in missing[:10]:
+            log.warning("listed in %s but missing: %s", metadata, path)
+        if missing:
+            log.warning("%d of %d clips listed in %s are missing", len(missing), len(paths), metadata)
+        wavs = sorted(p for p in paths if p.is_file())
+    else:
+        wavs = sorted(p for p in root.rglob("*.wav") if p.is_file())
+    if not wavs:
+        raise ValueError(f"no .wav files under {root}")
+    return wavs

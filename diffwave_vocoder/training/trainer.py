@@ -5,8 +5,8 @@ sqrt(a_t) x0 + sqrt(1 - a_t) eps with a_t = cumprod(1 - beta)[t] in float32, and
 between eps and the predicted noise (L2 optional), Adam 2e-4 with torch's epsilon 1e-8.
 
 What the reference (and the earlier TF port) lacked is around it: every random choice is a
-function of the global example index (dataset.py), checkpoints are atomic and carry the data
-position (training_checkpoints.py), so a run killed at any moment resumes from its last checkpoint
+function of the global example index (data.py), checkpoints are atomic and carry the data
+position (checkpoints.py), so a run killed at any moment resumes from its last checkpoint
 and ends with the weights an uninterrupted run would have; one progress line covers the whole run;
 any checkpoint exports to the inference format `Vocoder.save` writes. One trainer at a time works on
 a run directory (run_lock.py), and a save that fails for lack of space or an I/O error stops the
@@ -28,28 +28,28 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence, TextIO
+from typing import Any, Sequence, TextIO
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from .atomic import atomic_file, remove_leftovers
-from .dataset import ClipSet, evaluation_dataset, example_indices, make_dataset
+from ..config import DiffWaveConfig, strict_from_dict
+from ..features.mel import compute_mel
+from ..io.atomic import atomic_file, remove_leftovers
+from ..io.progress import progress_line
+from ..model import build_model
+from ..vocoder import CONFIG_FILE, Vocoder
+from .checkpoints import (CHECKPOINTS_DIR, VARIABLES_PREFIX, CheckpointStore, dtype_policy, load_for_export,
+                          read_state, training_metadata)
+from .data import ClipSet, evaluation_dataset, example_indices, make_dataset
 from .distribute import is_chief, make_strategy
-from .mel import compute_mel
-from .model import build_model
-from .params import DiffWaveConfig, strict_from_dict
-from .progress import progress_line
 from .run_lock import RunLock
-from .tensorboard_log import SummaryLog
-from .training_checkpoints import (CheckpointStore, VARIABLES_PREFIX, is_training_checkpoint, read_state)
-from .vocoder import CONFIG_FILE, Vocoder
+from .tensorboard import SummaryLog
 
 log = logging.getLogger(__name__)
 
 SETTINGS_FILE = "training.json"
-CHECKPOINTS_DIR = "checkpoints"
 EXPORT_DIR = "vocoder"
 LOGS_DIR = "logs"
 ADAM_EPSILON = 1e-8  # torch.optim.Adam's default (Keras' is 1e-7)
@@ -177,17 +177,6 @@ def stored_run(model_dir: str | os.PathLike) -> tuple[DiffWaveConfig | None, Tra
     if (root / SETTINGS_FILE).is_file():
         settings = TrainingSettings.from_dict(json.loads((root / SETTINGS_FILE).read_text()))
     return config, settings
-
-
-@contextlib.contextmanager
-def dtype_policy(name: str) -> Iterator[None]:
-    """Build Keras layers under a dtype policy without leaving it set globally."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def noise_levels(config: DiffWaveConfig) -> np.ndarray:
@@ -666,7 +655,7 @@ class Trainer:
     def export(self, path: str | os.PathLike, step: int) -> Path:
         """The current weights in the inference format (float32, whatever the training precision)."""
         self._sync_vocoder()
-        self.vocoder.metadata = _training_metadata(step, self.init_provenance)
+        self.vocoder.metadata = training_metadata(step, self.init_provenance)
         what, where = f"the vocoder checkpoint {Path(path).name}", Path(path).parent
         needed = int(1.1 * _variable_bytes(self.vocoder.model.weights)) + 65536  # HDF5's overhead included
         intact = f"The checkpoints in {self.store.directory} are intact"
@@ -678,14 +667,6 @@ class Trainer:
             return self.vocoder.save(path)
         except (OSError, tf.errors.OpError) as error:
             raise _storage_error(error, what, where, needed, intact) from None
-
-
-def _training_metadata(step: int, init_provenance: dict[str, Any] | None) -> dict[str, Any]:
-    """An exported vocoder's provenance: its step and, when fine-tuned, what it started from."""
-    metadata: dict[str, Any] = {"training_step": step, "source": "diffwave-vocoder train"}
-    if init_provenance is not None:
-        metadata["init_from"] = init_provenance
-    return metadata
 
 
 def train(model_dir: str | os.PathLike, data: str | os.PathLike | Sequence[str | os.PathLike],
@@ -700,39 +681,10 @@ def train(model_dir: str | os.PathLike, data: str | os.PathLike | Sequence[str |
     return Trainer(model_dir, data, val, config, settings, strategy).fit()
 
 
-def load_for_export(src: str | os.PathLike) -> Vocoder:
-    """A Vocoder from a training run directory (its newest checkpoint), one training checkpoint
-    directory, or an inference checkpoint, so that every export format loads its source alike."""
-    root = Path(src)
-    if not root.exists():
-        raise ValueError(f"export source not found: {root}")
-    if (root / CHECKPOINTS_DIR).is_dir():
-        latest = CheckpointStore(root / CHECKPOINTS_DIR).latest()
-        if latest is None:
-            raise ValueError(f"training run {root} has no complete checkpoint yet")
-        root = latest
-    if not is_training_checkpoint(root):
-        if (root / CONFIG_FILE).is_file():
-            return Vocoder.load(root)
-        raise ValueError(f"not a training run, training checkpoint or vocoder checkpoint: {root} (expected "
-                         f"{CHECKPOINTS_DIR}/, state.json or config.json in it)")
-    state = read_state(root)
-    config = DiffWaveConfig.from_json((root / CONFIG_FILE).read_text())
-    with dtype_policy("float32"):
-        model = build_model(config)
-    try:
-        tf.train.Checkpoint(model=model).read(str(root / VARIABLES_PREFIX)).expect_partial() \
-            .assert_existing_objects_matched()
-    except (tf.errors.OpError, AssertionError, ValueError, IndexError) as error:
-        raise ValueError(f"cannot read the weights of training checkpoint {root}: {' '.join(str(error).split())}") \
-            from None
-    return Vocoder(model, config, _training_metadata(int(state["step"]), state.get("init_from")))
-
-
 def export_checkpoint(src: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Training checkpoint (or run directory) -> inference checkpoint directory (`Vocoder.save`)."""
     return load_for_export(src).save(out)
 
 
-__all__ = ["TrainingSettings", "Trainer", "TrainingResult", "StorageError", "train", "load_for_export",
-           "export_checkpoint", "load_config_file", "stored_run", "diffusion_loss", "noise_levels", "init_mismatch"]
+__all__ = ["TrainingSettings", "Trainer", "TrainingResult", "StorageError", "train", "export_checkpoint",
+           "load_config_file", "stored_run", "diffusion_loss", "noise_levels", "init_mismatch"]

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import scipy.optimize
 
-from ..layout import as_mel_list
-from ..mel import MelConvention, _window, compress, decompress, mel_filterbank
+from ..features.input_layout import as_mel_list
+from ..features.mel import MelConvention, _window, compress, decompress, mel_filterbank
 
 METHODS = ("pinv", "nnls")
 # Frequencies the source filterbank never saw (e.g. 8-11 kHz for a 0-8 kHz source feeding lmnt's

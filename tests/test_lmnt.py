@@ -19,13 +19,13 @@ import pytest
 import torch
 
 from diffwave_vocoder.vocoder import Vocoder
-from diffwave_vocoder.audio import load_audio
-from diffwave_vocoder.convert import ConversionError, convert_lmnt_checkpoint
-from diffwave_vocoder.mel import compute_mel
+from diffwave_vocoder.io.audio import load_audio
+from diffwave_vocoder.formats.lmnt import ConversionError, convert_lmnt_checkpoint
+from diffwave_vocoder.features.mel import compute_mel
 from diffwave_vocoder.sampler import Sampler, resolve_schedule
-from lmnt_reference import (learner_state_dict, one_torch_thread, reference_params,  # noqa: F401
-                            save_like_learner, trained_reference)
-from test_mel import torchaudio_recipe
+from helpers import learner_state_dict, reference_params, save_like_learner, torchaudio_recipe, trained_reference
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the reference runs on one thread
 
 SIZES = {
     "default": {},

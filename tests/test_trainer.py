@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from diffwave_vocoder.dataset import example_indices, make_dataset
-from diffwave_vocoder.learner import (Progress, Trainer, TrainingSettings, load_config_file, load_for_export,
-                                      train)
-from diffwave_vocoder.params import DiffWaveConfig
+from diffwave_vocoder.training.data import example_indices, make_dataset
+from diffwave_vocoder.training.checkpoints import load_for_export
+from diffwave_vocoder.training.trainer import Progress, Trainer, TrainingSettings, load_config_file, train
+from diffwave_vocoder.config import DiffWaveConfig
 from diffwave_vocoder.vocoder import Vocoder
 
 TINY = DiffWaveConfig(residual_channels=8, residual_layers=4, dilation_cycle_length=2)
@@ -112,9 +112,9 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(speech_corpus, tmp_pat
 DRIVER = r"""
 import json, logging, sys, time
 logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
-import diffwave_vocoder.training_checkpoints as checkpoints
-from diffwave_vocoder.learner import Trainer, TrainingSettings
-from diffwave_vocoder.params import DiffWaveConfig
+import diffwave_vocoder.training.checkpoints as checkpoints
+from diffwave_vocoder.training.trainer import Trainer, TrainingSettings
+from diffwave_vocoder.config import DiffWaveConfig
 
 run, data, pause_at, config, settings = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 save = checkpoints.CheckpointStore.save
@@ -291,8 +291,8 @@ import numpy as np
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from diffwave_vocoder.learner import Trainer, TrainingSettings
-from diffwave_vocoder.params import DiffWaveConfig
+from diffwave_vocoder.training.trainer import Trainer, TrainingSettings
+from diffwave_vocoder.config import DiffWaveConfig
 
 root, data, config, settings = sys.argv[1:5]
 for strategy in ("default", "mirrored"):
@@ -430,7 +430,7 @@ def test_config_files_and_settings_are_validated(tmp_path):
 
 
 def test_strategy_errors_are_clear(monkeypatch):
-    from diffwave_vocoder.distribute import make_strategy
+    from diffwave_vocoder.training.distribute import make_strategy
 
     with pytest.raises(ValueError, match="unknown strategy 'tpu'; expected one of default, mirrored, multi-worker"):
         make_strategy("tpu")

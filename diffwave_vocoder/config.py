@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .mel import MelConvention
+from .features.mel import MelConvention
 
 # The reference's training and fast-inference schedules (params.py, 0.1.7 and master).
 REFERENCE_NOISE_SCHEDULE: tuple[float, ...] = tuple(np.linspace(1e-4, 0.05, 50).tolist())
