@@ -27,6 +27,8 @@ def test_default_preset_is_shipped_with_its_provenance():
     assert DEFAULT_PRESET in list_presets()
     metadata = json.loads((preset_path() / "metadata.json").read_text())
     assert metadata["training_step"] > 0 and metadata["source"] == "diffwave-vocoder train"
+    assert metadata["total_training_steps"] == sum(run["steps"] for run in metadata["training_history"])
+    assert metadata["training_history"][-1]["steps"] == metadata["training_step"]
     assert metadata["training_command"] == "bash recipes/default-vocoder/train.sh"
     assert metadata["training_config"] == json.loads((ROOT / "recipes/default-vocoder/config.json").read_text())
     assert metadata["training_data"]["seed"] == 100

@@ -31,6 +31,17 @@ def rounded(value: float) -> float | None:
     return round(value, 4) if math.isfinite(value) else None
 
 
+def training_history(metadata: dict) -> list[dict]:
+    """The runs behind an export, oldest first: a run started with --init-from continues the one it was
+    initialised from (weights kept, fresh optimizer), so its steps add to that export's."""
+    init = metadata.get("init_from")
+    earlier = training_history(init["metadata"]) if init else []
+    run = {"steps": metadata["training_step"]}
+    if init:
+        run["init_from"] = Path(init["path"]).name
+    return earlier + [run]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("work_dir", nargs="?", type=Path, default=Path.home() / "diffwave-default-vocoder")
@@ -48,8 +59,11 @@ def main() -> None:
         print(f"\n{schedule} schedule, step {step}:\n{report.table()}")
         quality[schedule] = [{k: (rounded(v) if isinstance(v, float) else v) for k, v in row.items()}
                              for row in report.summary()]
+    history = training_history(vocoder.metadata)
     vocoder.metadata.update({
         "preset": DEFAULT_PRESET,
+        "training_history": history,
+        "total_training_steps": sum(run["steps"] for run in history),
         "recipe": "recipes/default-vocoder (train.sh, config.json, ship.py)",
         "training_command": "bash recipes/default-vocoder/train.sh",
         "trainer_command": "diffwave-vocoder train WORK/run WORK/train --val WORK/val "
