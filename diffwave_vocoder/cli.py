@@ -324,8 +324,7 @@ def cmd_plugins(args: argparse.Namespace) -> None:
     if conflicts:
         print("conflicts (each name is unusable until one of its plugins is removed):")
         for conflict in conflicts:
-            claims = ", ".join(f"plugin {r.plugin!r} [{r.distribution}]" for r in conflict.registrations)
-            print(f"  {conflict.kind} {conflict.name}: {claims}")
+            print(f"  {conflict}")
     excluded = list_excluded()
     if excluded:
         print(f"not loaded ({SELECT_ENV}={os.environ.get(SELECT_ENV, '')!r} leaves them out): {', '.join(excluded)}")

@@ -220,13 +220,15 @@ def list_excluded() -> list[str]:
     return sorted(_get().excluded)
 
 
-def _lookup(kind: str, name: str) -> Registration:
+def _lookup(kind: str, name: str, not_found: str | None = None) -> Registration:
+    """The registration of `name`; `not_found` replaces the start of the unknown-name error."""
     registry = _get()
     if name in registry.conflicts[kind]:
         raise PluginConflictError(str(registry.conflicts[kind][name]))
     table = registry.entries[kind]
     if name not in table:
-        raise ValueError(f"no {kind} named {name!r} is registered; registered {kind}s: {sorted(table)}")
+        raise ValueError(f"{not_found or f'no {kind} named {name!r} is registered'}; "
+                         f"registered {kind}s: {sorted(table)}")
     return table[name]
 
 
@@ -247,11 +249,8 @@ def load_vocoder(name_or_path: str | os.PathLike, **options: Any) -> Any:
         return Vocoder.load(name_or_path)
     if not isinstance(name_or_path, str):
         raise ValueError(f"expected a vocoder name or a checkpoint path, got {type(name_or_path).__name__}")
-    registry = _get()
-    if name_or_path not in registry.entries["vocoder"] and name_or_path not in registry.conflicts["vocoder"]:
-        raise ValueError(f"{name_or_path!r} is neither an existing checkpoint directory nor a registered vocoder; "
-                         f"registered vocoders: {sorted(registry.entries['vocoder'])}")
-    return _lookup("vocoder", name_or_path).factory(**options)
+    not_found = f"{name_or_path!r} is neither an existing checkpoint directory nor a registered vocoder"
+    return _lookup("vocoder", name_or_path, not_found).factory(**options)
 
 
 def get_adapter(name: str, target: MelConvention | None = None, **options: Any) -> Any:

@@ -178,10 +178,10 @@ def test_plugins_command_lists_conflicts_and_everything_else(installed):
     lines = result.stdout.splitlines()
     conflicts = lines[lines.index("conflicts (each name is unusable until one of its plugins is removed):") + 1:]
     assert len(conflicts) == 2
-    adapter, = (line for line in conflicts if line.startswith("  adapter tacotron2: "))
-    vocoder, = (line for line in conflicts if line.startswith("  vocoder fixture-tiny: "))
+    adapter, = (line for line in conflicts if line.startswith("  adapter name 'tacotron2' is registered by "))
+    vocoder, = (line for line in conflicts if line.startswith("  vocoder name 'fixture-tiny' is registered by "))
     assert "'builtin'" in adapter and "dwv-duplicate-plugin 1.0.0" in adapter
-    assert "'fixture' [dwv-fixture-plugin 0.3.1]" in vocoder and "'clash'" in vocoder
+    assert "plugin 'fixture' of 'dwv-fixture-plugin 0.3.1'" in vocoder and "'clash'" in vocoder
     assert any(line.startswith("  fixture-ln ") for line in lines)
     assert not any(line.startswith("  tacotron2 ") for line in lines)
     warnings_shown = result.stderr.strip().splitlines()
