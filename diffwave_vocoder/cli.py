@@ -46,7 +46,12 @@ def _steps(value: str):
         raise argparse.ArgumentTypeError(f"expected 'fast', 'full' or comma-separated betas, got {value!r}")
 
 
-def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
+def _add_vocoding_options(parser: argparse.ArgumentParser, metavar: str, inputs_help: str) -> None:
+    """What `vocode` and `resynth` share: inputs, model, output, sampling and batching."""
+    parser.add_argument("inputs", nargs="+", metavar=metavar, help=inputs_help)
+    parser.add_argument("--model", help="checkpoint directory (default: the vocoder shipped in the package)")
+    parser.add_argument("-o", "--output", required=True, help="output .wav, - for standard output, or a "
+                                                              "directory for several inputs")
     parser.add_argument("--steps", type=_steps, default="fast",
                         help="'fast' (6 steps, default), 'full' (training schedule) or comma-separated betas")
     parser.add_argument("--seed", type=int, default=None, help="noise seed (same seed, same audio)")
@@ -449,27 +454,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = commands.add_parser("vocode", help="mel .npy -> wav (one file, or many into a directory)")
-    p.add_argument("inputs", nargs="+", metavar="MEL", help="mel spectrogram .npy, (frames, n_mels) or the "
-                   "reference's (n_mels, frames); several files, directories (searched for .npy) or globs")
-    p.add_argument("--model", help="checkpoint directory (default: the vocoder shipped in the package)")
-    p.add_argument("-o", "--output", required=True, help="output .wav, - for standard output, or a directory "
-                                                         "for several inputs")
+    _add_vocoding_options(p, "MEL", "mel spectrogram .npy, (frames, n_mels) or the reference's (n_mels, "
+                          "frames); several files, directories (searched for .npy) or globs")
     p.add_argument("--layout", choices=["auto", "tf", "torch"], default="auto",
                    help="mel layout: tf (frames, n_mels), torch (n_mels, frames), auto (decide by n_mels)")
     p.add_argument("--adapter", help="convert the mel from another acoustic model's convention first "
                                      "(a registered adapter name, see `diffwave-vocoder plugins`)")
     p.add_argument("--adapter-stats", help="mean/variance statistics file for z-scored sources "
                                            "(ParallelWaveGAN stats.h5, ESPnet feats_stats.npz, TensorFlowTTS stats.npy)")
-    _add_sampling_options(p)
     p.set_defaults(func=cmd_vocode)
 
     p = commands.add_parser("resynth", help="wav -> mel -> wav (analysis-synthesis)")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="input audio file; several files, directories "
-                   "(searched for audio files) or globs")
-    p.add_argument("--model", help="checkpoint directory (default: the vocoder shipped in the package)")
-    p.add_argument("-o", "--output", required=True, help="output .wav, - for standard output, or a directory "
-                                                         "for several inputs")
-    _add_sampling_options(p)
+    _add_vocoding_options(p, "INPUT", "input audio file; several files, directories (searched for audio "
+                          "files) or globs")
     p.set_defaults(func=cmd_resynth)
 
     p = commands.add_parser("preprocess", help="write X.wav.spec.npy mels next to every wav (reference layout)")
