@@ -170,7 +170,7 @@ class ChunkedNetwork:
         self.config = config
         hop = config.hop_length
         self.chunk_length = -(-int(chunk_length) // hop) * hop
-        self.dilations = [2 ** (i % config.dilation_cycle_length) for i in range(config.residual_layers)]
+        self.dilations = config.dilations
         self.lags = np.cumsum(self.dilations).tolist()  # how far layer l's output runs behind the input
         self.receptive_field = int(self.lags[-1])
         self.conditional = not config.unconditional

@@ -304,9 +304,8 @@ def build_model(config: DiffWaveConfig = DiffWaveConfig()) -> keras.Model:
         diffusion_embedding=DiffusionEmbedding(config.max_steps, name="diffusion_embedding"),
         spectrogram_upsampler=upsampler,
         residual_blocks=tuple(
-            ResidualBlock(c, 2 ** (i % config.dilation_cycle_length), not config.unconditional,
-                          name=f"residual_block_{i}")
-            for i in range(config.residual_layers)),
+            ResidualBlock(c, dilation, not config.unconditional, name=f"residual_block_{i}")
+            for i, dilation in enumerate(config.dilations)),
         skip_projection=layers.Dense(c, kernel_initializer=_kaiming_normal(), name="skip_projection"),
         output_projection=layers.Dense(1, kernel_initializer="zeros", name="output_projection"),
     )
