@@ -677,10 +677,5 @@ def train(model_dir: str | os.PathLike, data: str | os.PathLike | Sequence[str |
     return Trainer(model_dir, data, val, config, settings, strategy).fit()
 
 
-def export_checkpoint(src: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Training checkpoint (or run directory) -> inference checkpoint directory (`Vocoder.save`)."""
-    return load_for_export(src).save(out)
-
-
-__all__ = ["TrainingSettings", "Trainer", "TrainingResult", "StorageError", "train", "export_checkpoint",
+__all__ = ["TrainingSettings", "Trainer", "TrainingResult", "StorageError", "train",
            "load_config_file", "stored_run", "diffusion_loss", "init_mismatch"]
