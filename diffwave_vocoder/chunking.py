@@ -17,13 +17,15 @@ for the whole utterance either: each chunk upsamples its own mel frames plus a m
 at every step (about 0.05% of a step's arithmetic), so memory stays a few bytes per sample.
 
 Layout is time-major, (time, batch, channels), so that the time shifts of the dilated convolution
-are zero-copy slices of one buffer. Per layer and chunk: one concat builds [x(t-d), x(t), x(t+d),
-mel(t)] (the conditioner projection fused into the dilated convolution's GEMM), the gate and filter
-GEMMs carry their bias and sigmoid/tanh (fused by oneDNN), and the residual and skip GEMMs carry
-their bias and the addition of the carried residual and skip sums.
+are zero-copy slices of one buffer. Per layer and chunk, `model.residual_layer` (the Keras model's
+own layer maths): one concat builds [x(t-d), x(t), x(t+d), mel(t)] (the conditioner projection
+fused into the dilated convolution's GEMM), the gate and filter GEMMs carry their bias and
+sigmoid/tanh (fused by oneDNN), and the residual and skip GEMMs carry their bias; the carried skip
+sum is added here.
 
 Everything here is plain TensorFlow on a `NetworkWeights` of tensors, so the same code runs inside
-`Sampler` (Keras variables) and inside an exported SavedModel (plain tf.Variables).
+`Sampler` (Keras variables) and inside an exported SavedModel (plain tf.Variables). The step
+embedding and the upsampler's stages are `model`'s functions too.
 """
 from __future__ import annotations
 
