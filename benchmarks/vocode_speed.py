@@ -89,68 +89,6 @@ def worker_ours(args: dict) -> dict:
             "warmup": warmup, "peak_rss": _peak_rss(), "rms": float((audio[0] ** 2).mean() ** 0.5)}
 
 
-def worker_layerwise(args: dict) -> dict:
-    """The whole-utterance, layer-by-layer evaluation this project started with (the first sampler:
-    mel upsampled once per call, every layer over the whole utterance), optionally with every
-    layer's conditioner projection computed once per call, for the levers table."""
-    _set_tf_threads(args.get("threads"))
-    import math
-
-    import numpy as np
-    import tensorflow as tf
-    from keras import ops
-
-    from diffwave_vocoder import load_vocoder, resolve_schedule
-    from diffwave_vocoder.model import DiffWaveLayers
-
-    vocoder = load_vocoder(args["checkpoint"])
-    net = DiffWaveLayers.of(vocoder.model)
-    cache = args.get("cache_conditioner", False)
-
-    def denoise_cached(audio, embedding, projections):
-        x = ops.relu(net.input_projection(ops.expand_dims(audio, -1)))
-        skip = None
-        for block, projection in zip(net.residual_blocks, projections):
-            h = x + ops.expand_dims(block.diffusion_projection(embedding), 1)
-            y = block.dilated_conv(h) + projection
-            gate, filt = ops.split(y, 2, axis=-1)
-            y = block.output_projection(ops.sigmoid(gate) * ops.tanh(filt))
-            residual, skip_i = ops.split(y, 2, axis=-1)
-            x = (x + residual) / math.sqrt(2.0)
-            skip = skip_i if skip is None else skip + skip_i
-        x = ops.relu(net.skip_projection(skip / math.sqrt(len(net.residual_blocks))))
-        return ops.squeeze(net.output_projection(x), -1)
-
-    @tf.function(input_signature=[tf.TensorSpec([1, None, N_MELS]), tf.TensorSpec([None]),
-                                  tf.TensorSpec([None]), tf.TensorSpec([None]), tf.TensorSpec([None])])
-    def run(mel, steps, c1, c2, sigma):
-        conditioner = net.spectrogram_upsampler(mel)
-        length = tf.shape(conditioner)[1]
-        projections = ([block.conditioner_projection(conditioner) for block in net.residual_blocks]
-                       if cache else None)
-        num_steps = tf.shape(steps)[0]
-
-        def body(i, audio):
-            n = num_steps - 1 - i
-            embedding = net.diffusion_embedding(tf.fill([1], steps[n]))
-            eps = (denoise_cached(audio, embedding, projections) if cache
-                   else net.denoise(audio, embedding, conditioner))
-            audio = c1[n] * (audio - c2[n] * eps)
-            noise = tf.random.stateless_normal([1, length], [0, i + 1])
-            audio = tf.cond(n > 0, lambda: audio + sigma[n] * noise, lambda: audio)
-            return i + 1, tf.clip_by_value(audio, -1.0, 1.0)
-
-        audio = tf.random.stateless_normal([1, length], [0, 0])
-        return tf.while_loop(lambda i, _: i < num_steps, body, [0, audio])[1]
-
-    schedule = resolve_schedule(vocoder.config, args["steps"])
-    constants = [tf.constant(v) for v in (schedule.steps, schedule.c1, schedule.c2, schedule.sigma)]
-    run(tf.constant(_mel(1.0)[None]), *constants)
-    audio, wall, cpu = _timed(lambda: run(tf.constant(_mel(args["seconds"])[None]), *constants).numpy())
-    return {"wall": wall, "cpu": cpu, "audio_seconds": audio.shape[1] / SAMPLE_RATE, "peak_rss": _peak_rss(),
-            "rms": float(np.sqrt((audio ** 2).mean()))}
-
-
 def worker_reference(args: dict) -> dict:
     import numpy as np
     import torch
@@ -261,7 +199,7 @@ def worker_tflite(args: dict) -> dict:
     return {"rows": rows, "audio_seconds": length / SAMPLE_RATE}
 
 
-WORKERS = {"ours": worker_ours, "layerwise": worker_layerwise, "reference": worker_reference,
+WORKERS = {"ours": worker_ours, "reference": worker_reference,
            "matmul": worker_matmul, "tflite": worker_tflite}
 
 
@@ -369,12 +307,15 @@ def floor(rows) -> None:
               f"{floor_cpu / ours_cpu:.0%} of that rate, {ours_wall:.2f} s/s wall")
 
 
+# A chunk length no clip reaches: the sampler runs the network as one chunk over the whole utterance.
+WHOLE_UTTERANCE = 1 << 30
+
+
 def levers(args, ours: Path) -> None:
     seconds = args.lever_seconds
     print(f"# levers: fast schedule, {seconds:g} s clip ({_load()})")
     cases = [
-        ("whole utterance, layer by layer (first sampler)", "layerwise", {}),
-        ("  + conditioner projections once per call", "layerwise", {"cache_conditioner": True}),
+        ("whole utterance as one chunk, each layer over every sample", "ours", {"chunk_length": WHOLE_UTTERANCE}),
         ("chunked wavefront, TF's default threads (each op on every core), 8192-sample chunks", "ours",
          {"tf_default_threads": True}),
         ("  same, 4096-sample chunks", "ours", {"tf_default_threads": True, "chunk_length": 4096}),

@@ -16,9 +16,9 @@ _EXPORTS = {
     "compute_mel": "features.mel",
     "mel_spectrogram": "features.mel",
     "build_model": "model",
-    "make_schedule": "sampler",
+    "make_schedule": "schedule",
     "InferenceOptions": "sampler",
-    "resolve_schedule": "sampler",
+    "resolve_schedule": "schedule",
     "Vocoder": "vocoder",
     "convert_lmnt_checkpoint": "formats.lmnt",
     # load_vocoder takes a checkpoint path (read by Vocoder.load) or a registered vocoder name.

@@ -17,13 +17,15 @@ for the whole utterance either: each chunk upsamples its own mel frames plus a m
 at every step (about 0.05% of a step's arithmetic), so memory stays a few bytes per sample.
 
 Layout is time-major, (time, batch, channels), so that the time shifts of the dilated convolution
-are zero-copy slices of one buffer. Per layer and chunk: one concat builds [x(t-d), x(t), x(t+d),
-mel(t)] (the conditioner projection fused into the dilated convolution's GEMM), the gate and filter
-GEMMs carry their bias and sigmoid/tanh (fused by oneDNN), and the residual and skip GEMMs carry
-their bias and the addition of the carried residual and skip sums.
+are zero-copy slices of one buffer. Per layer and chunk, `model.residual_layer` (the Keras model's
+own layer maths): one concat builds [x(t-d), x(t), x(t+d), mel(t)] (the conditioner projection
+fused into the dilated convolution's GEMM), the gate and filter GEMMs carry their bias and
+sigmoid/tanh (fused by oneDNN), and the residual and skip GEMMs carry their bias; the carried skip
+sum is added here.
 
 Everything here is plain TensorFlow on a `NetworkWeights` of tensors, so the same code runs inside
-`Sampler` (Keras variables) and inside an exported SavedModel (plain tf.Variables).
+`Sampler` (Keras variables) and inside an exported SavedModel (plain tf.Variables). The step
+embedding and the upsampler's stages are `model`'s functions too.
 """
 from __future__ import annotations
 
@@ -33,31 +35,17 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 import numpy as np
 import tensorflow as tf
 
-from .model import step_embedding_table
 from .config import DiffWaveConfig
+from .model import LayerWeights, layer_weights, residual_layer, step_embedding, step_embedding_table, upsample_stage
 
 # Mel frames of margin on each side of a chunk's own frames when it upsamples them: the two
 # transposed convolutions (kernel 2*stride, 'same') reach one frame beyond a sample's own.
 MEL_MARGIN_FRAMES = 2
 
 
-class LayerWeights(NamedTuple):
-    """One residual layer: dilated convolution and conditioner projection as one (3C+M, C) matrix
-    per half (gate, filter); output projection split into its residual and skip halves."""
-
-    gate_kernel: tf.Tensor
-    gate_bias: tf.Tensor
-    filter_kernel: tf.Tensor
-    filter_bias: tf.Tensor
-    residual_kernel: tf.Tensor
-    residual_bias: tf.Tensor
-    skip_kernel: tf.Tensor
-    skip_bias: tf.Tensor
-
-
 class NetworkWeights(NamedTuple):
     embedding_table: tf.Tensor
-    embedding: tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]  # projection1 kernel, bias, projection2 ...
+    embedding: tuple[tuple[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]  # (kernel, bias) of projection1, 2
     upsampler: tuple[tuple[tf.Tensor, tf.Tensor], ...]  # ((kernel, bias), (kernel, bias)); () if unconditional
     input_projection: tuple[tf.Tensor, tf.Tensor]
     diffusion_kernel: tf.Tensor  # every layer's diffusion projection side by side: (512, layers * C)
@@ -71,26 +59,22 @@ def network_weights(config: DiffWaveConfig, get: Callable[[str], tf.Tensor]) -> 
     """Arrange a model's weights for the chunked network; `get(path)` returns the weight stored
     under the Keras weight path (e.g. 'residual_block_0/dilated_conv/kernel'). Called inside a
     tf.function, so the tensors are read from the variables at every call."""
-    c = config.residual_channels
     layers = []
     for i in range(config.residual_layers):
         prefix = f"residual_block_{i}/"
-        kernel = tf.reshape(get(prefix + "dilated_conv/kernel"), [3 * c, 2 * c])
-        bias = get(prefix + "dilated_conv/bias")
-        if not config.unconditional:
-            kernel = tf.concat([kernel, get(prefix + "conditioner_projection/kernel")], 0)
-            bias = bias + get(prefix + "conditioner_projection/bias")
-        out_kernel = get(prefix + "output_projection/kernel")
-        out_bias = get(prefix + "output_projection/bias")
-        layers.append(LayerWeights(kernel[:, :c], bias[:c], kernel[:, c:], bias[c:],
-                                   out_kernel[:, :c], out_bias[:c], out_kernel[:, c:], out_bias[c:]))
+        conditioner = () if config.unconditional else (
+            get(prefix + "conditioner_projection/kernel"), get(prefix + "conditioner_projection/bias"))
+        layers.append(layer_weights(get(prefix + "dilated_conv/kernel"), get(prefix + "dilated_conv/bias"),
+                                    get(prefix + "output_projection/kernel"), get(prefix + "output_projection/bias"),
+                                    *conditioner))
     diffusion = [(get(f"residual_block_{i}/diffusion_projection/kernel"),
                   get(f"residual_block_{i}/diffusion_projection/bias")) for i in range(config.residual_layers)]
     upsampler = () if config.unconditional else tuple(
         (get(f"spectrogram_upsampler/conv{j}/kernel"), get(f"spectrogram_upsampler/conv{j}/bias")) for j in (1, 2))
     return NetworkWeights(
         embedding_table=tf.constant(step_embedding_table(config.max_steps)),
-        embedding=tuple(get(f"diffusion_embedding/projection{j}/{kind}") for j in (1, 2) for kind in ("kernel", "bias")),
+        embedding=tuple((get(f"diffusion_embedding/projection{j}/kernel"), get(f"diffusion_embedding/projection{j}/bias"))
+                        for j in (1, 2)),
         upsampler=upsampler,
         input_projection=(get("input_projection/kernel"), get("input_projection/bias")),
         diffusion_kernel=tf.concat([k for k, _ in diffusion], 1),
@@ -105,18 +89,6 @@ def keras_weight_getter(model) -> Callable[[str], tf.Tensor]:
     """`get` for `network_weights` over a Keras model's variables."""
     variables: Mapping[str, object] = {w.path: w for w in model.weights}
     return lambda path: tf.convert_to_tensor(variables[path])
-
-
-def step_embedding(weights: NetworkWeights, step: tf.Tensor) -> tf.Tensor:
-    """(1, 512) embedding of one (possibly fractional) diffusion step, as DiffusionEmbedding."""
-    step = tf.reshape(tf.cast(step, tf.float32), [1])
-    low, high = tf.floor(step), tf.math.ceil(step)
-    low_row = tf.gather(weights.embedding_table, tf.cast(low, tf.int32))
-    high_row = tf.gather(weights.embedding_table, tf.cast(high, tf.int32))
-    x = low_row + (high_row - low_row) * tf.expand_dims(step - low, -1)
-    k1, b1, k2, b2 = weights.embedding
-    x = tf.nn.silu(tf.matmul(x, k1) + b1)
-    return tf.nn.silu(tf.matmul(x, k2) + b2)
 
 
 def upsample(weights: NetworkWeights, config: DiffWaveConfig, mel: tf.Tensor, first_frame: tf.Tensor,
@@ -134,10 +106,7 @@ def upsample(weights: NetworkWeights, config: DiffWaveConfig, mel: tf.Tensor, fi
         positions = tf.expand_dims(first_frame * rate + tf.range(tf.shape(x)[1]), 0)
         valid = (positions >= 0) & (positions < tf.expand_dims(frame_lengths, 1) * rate)
         x = x * tf.reshape(tf.cast(valid, x.dtype), [tf.shape(x)[0], -1, 1, 1])
-        shape = tf.shape(x)
-        x = tf.nn.conv_transpose(x, kernel, [shape[0], shape[1] * stride, shape[2], 1], [stride, 1],
-                                 padding="SAME", data_format="NHWC")
-        x = tf.nn.leaky_relu(x + bias, alpha=0.4)
+        x = upsample_stage(x, kernel, bias, stride)
         rate *= stride
     return x[..., 0]
 
@@ -170,7 +139,7 @@ class ChunkedNetwork:
         self.config = config
         hop = config.hop_length
         self.chunk_length = -(-int(chunk_length) // hop) * hop
-        self.dilations = [2 ** (i % config.dilation_cycle_length) for i in range(config.residual_layers)]
+        self.dilations = config.dilations
         self.lags = np.cumsum(self.dilations).tolist()  # how far layer l's output runs behind the input
         self.receptive_field = int(self.lags[-1])
         self.conditional = not config.unconditional
@@ -295,7 +264,8 @@ class ChunkedNetwork:
 
     def diffusion_projections(self, weights: NetworkWeights, step: tf.Tensor) -> list[tf.Tensor]:
         """Every layer's diffusion-step projection, (1, 1, C) each (one step for the whole batch)."""
-        diffusion = tf.matmul(step_embedding(weights, step), weights.diffusion_kernel) + weights.diffusion_bias
+        embedding = step_embedding(weights.embedding_table, tf.reshape(step, [1]), weights.embedding)
+        diffusion = tf.matmul(embedding, weights.diffusion_kernel) + weights.diffusion_bias
         return tf.split(tf.reshape(diffusion, [1, 1, -1]), len(self.dilations), axis=-1)
 
     def _layers(self, weights: NetworkWeights, audio: tf.Tensor, mel_window: tf.Tensor | None,
@@ -324,19 +294,9 @@ class ChunkedNetwork:
             positions = tf.expand_dims(positions, 1)
             valid = (positions >= 0) & (positions < tf.expand_dims(lengths, 0))
             h = (x_window + diffusion[layer]) * tf.expand_dims(tf.cast(valid, tf.float32), -1)
-            columns = [h[:tile], h[d:d + tile], h[2 * d:2 * d + tile]]
-            if mel_window is not None:
-                columns.append(mel_window[d_total - lag:d_total - lag + tile])
-            taps = tf.concat(columns, -1)
-            taps = tf.reshape(taps, [tile * batch, taps.shape[-1] or -1])
-            gate = tf.sigmoid(tf.nn.bias_add(tf.matmul(taps, w.gate_kernel), w.gate_bias))
-            gated = gate * tf.tanh(tf.nn.bias_add(tf.matmul(taps, w.filter_kernel), w.filter_bias))
-            residual = tf.nn.bias_add(tf.matmul(gated, w.residual_kernel), w.residual_bias)
-            residual = residual + tf.reshape(x_window[d:d + tile], [tile * batch, c])
-            skip_sum = tf.nn.bias_add(tf.matmul(gated, w.skip_kernel), w.skip_bias)
-            skip_sum = skip_sum + tf.reshape(skip_window[:tile], [tile * batch, c])
-            x = tf.reshape(residual, [tile, batch, c]) / math.sqrt(2.0)
-            skip = tf.reshape(skip_sum, [tile, batch, c])
+            conditioner = None if mel_window is None else mel_window[d_total - lag:d_total - lag + tile]
+            x, layer_skip = residual_layer(w, h, x_window[d:d + tile], conditioner, d, time_axis=0)
+            skip = layer_skip + skip_window[:tile]
         out = tf.reshape(skip, [tile * batch, c]) / math.sqrt(len(self.dilations))
         skip_kernel, skip_bias = weights.skip_projection
         out = tf.nn.relu(tf.nn.bias_add(tf.matmul(out, skip_kernel), skip_bias))

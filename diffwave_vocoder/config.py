@@ -85,10 +85,14 @@ class DiffWaveConfig:
         return len(self.noise_schedule)
 
     @property
+    def dilations(self) -> tuple[int, ...]:
+        """Each residual layer's dilation: doubling within a cycle, as the reference's."""
+        return tuple(2 ** (i % self.dilation_cycle_length) for i in range(self.residual_layers))
+
+    @property
     def receptive_field(self) -> int:
         """Samples one network evaluation can see on each side of an output sample."""
-        dilations = (2 ** (i % self.dilation_cycle_length) for i in range(self.residual_layers))
-        return sum(dilations)
+        return sum(self.dilations)
 
     def mel_convention(self) -> MelConvention:
         return MelConvention(

@@ -1,15 +1,16 @@
 """DiffWave (Kong et al. 2020) as a Keras 3 Functional model, layer for layer lmnt-com/diffwave's model.py.
 
 TF layout throughout: audio (batch, samples), mel (batch, frames, n_mels), activations
-(batch, samples, channels). The same layers also run outside the Functional graph (see
-`DiffWaveLayers.denoise`), with a validity mask, so that a padded batch or a chunk of a long
-utterance computes exactly what the whole, unpadded utterance would.
+(batch, samples, channels). The network's maths is written once, as plain TensorFlow functions on
+tensors (`step_embedding`, `upsample_stage`, `residual_layer`): the Keras layers here call them with
+their variables, and the chunked inference path (`chunking`) calls them on its tiles, so the two
+cannot drift apart.
 """
 from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from typing import NamedTuple, Sequence
 
 import keras
 import numpy as np
@@ -38,6 +39,110 @@ def step_embedding_table(max_steps: int) -> np.ndarray:
     return np.concatenate([np.sin(table), np.cos(table)], axis=1).astype(np.float32)
 
 
+def step_embedding(table: tf.Tensor, step: tf.Tensor,
+                   projections: Sequence[tuple[tf.Tensor, tf.Tensor]]) -> tf.Tensor:
+    """(B, 512) embedding of steps (B,): the table row, interpolated linearly between the two
+    nearest rows for a fractional step (the reference's fast sampling), through two silu layers.
+
+    `projections`: ((kernel, bias), (kernel, bias)) of the two layers; the result has their dtype.
+    """
+    step = tf.cast(step, tf.float32)
+    low, high = tf.floor(step), tf.math.ceil(step)
+    low_row = tf.gather(table, tf.cast(low, tf.int32))
+    high_row = tf.gather(table, tf.cast(high, tf.int32))
+    x = low_row + (high_row - low_row) * tf.expand_dims(step - low, -1)
+    x = tf.cast(x, projections[0][0].dtype)
+    for kernel, bias in projections:
+        x = tf.nn.silu(tf.matmul(x, kernel) + bias)
+    return x
+
+
+def upsample_stage(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor, stride: int) -> tf.Tensor:
+    """One upsampler stage on (B, T, M, 1): transposed convolution (kernel (2 stride, 3), stride
+    (stride, 1), 'same') to (B, T * stride, M, 1), then leaky ReLU(0.4)."""
+    shape = tf.shape(x)
+    x = tf.nn.conv_transpose(x, kernel, [shape[0], shape[1] * stride, shape[2], 1], [stride, 1],
+                             padding="SAME", data_format="NHWC")
+    return tf.nn.leaky_relu(x + bias, alpha=0.4)
+
+
+class LayerWeights(NamedTuple):
+    """One residual layer's weights as `residual_layer` multiplies them: the dilated convolution
+    and the conditioner projection as one (3C [+ M], C) matrix per half (gate, filter), the output
+    projection split into its residual and skip halves."""
+
+    gate_kernel: tf.Tensor
+    gate_bias: tf.Tensor
+    filter_kernel: tf.Tensor
+    filter_bias: tf.Tensor
+    residual_kernel: tf.Tensor
+    residual_bias: tf.Tensor
+    skip_kernel: tf.Tensor
+    skip_bias: tf.Tensor
+
+
+def layer_weights(dilated_kernel: tf.Tensor, dilated_bias: tf.Tensor, output_kernel: tf.Tensor,
+                  output_bias: tf.Tensor, conditioner_kernel: tf.Tensor | None = None,
+                  conditioner_bias: tf.Tensor | None = None) -> LayerWeights:
+    """Gather a residual layer's weights in their Keras layouts (dilated kernel (3, C, 2C),
+    conditioner kernel (M, 2C), output kernel (C, 2C)) into `LayerWeights`."""
+    c = int(output_kernel.shape[0])
+    kernel = tf.reshape(dilated_kernel, [3 * c, 2 * c])
+    bias = dilated_bias
+    if conditioner_kernel is not None:
+        kernel = tf.concat([kernel, conditioner_kernel], 0)
+        bias = bias + conditioner_bias
+    return LayerWeights(kernel[:, :c], bias[:c], kernel[:, c:], bias[c:],
+                        output_kernel[:, :c], output_bias[:c], output_kernel[:, c:], output_bias[c:])
+
+
+def _time_slice(tensor: tf.Tensor, start, length, time_axis: int) -> tf.Tensor:
+    return tensor[start:start + length] if time_axis == 0 else tensor[:, start:start + length]
+
+
+def dilated_taps(window: tf.Tensor, dilation: int, length, time_axis: int) -> list[tf.Tensor]:
+    """[h(t - d), h(t), h(t + d)] for `length` samples t of a window holding d samples of context
+    on each side along `time_axis`: a kernel-3 dilated convolution's inputs, as zero-copy slices."""
+    return [_time_slice(window, k * dilation, length, time_axis) for k in range(3)]
+
+
+def gated_unit(gate: tf.Tensor, filter_: tf.Tensor) -> tf.Tensor:
+    """WaveNet's gated activation, sigmoid(gate) * tanh(filter)."""
+    return tf.sigmoid(gate) * tf.tanh(filter_)
+
+
+def residual_and_skip(weights: LayerWeights, gated: tf.Tensor, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The output projection of gated rows (N, C) split into residual and skip, for a layer with
+    residual input x (..., C) of N samples: ((x + residual) / sqrt(2), skip), both shaped as x."""
+    c = x.shape[-1] or tf.shape(x)[-1]
+    residual = tf.nn.bias_add(tf.matmul(gated, weights.residual_kernel), weights.residual_bias)
+    residual = residual + tf.reshape(x, [-1, c])
+    skip = tf.nn.bias_add(tf.matmul(gated, weights.skip_kernel), weights.skip_bias)
+    shape = tf.shape(x)
+    return tf.reshape(residual, shape) / math.sqrt(2.0), tf.reshape(skip, shape)
+
+
+def residual_layer(weights: LayerWeights, window: tf.Tensor, x: tf.Tensor, conditioner: tf.Tensor | None,
+                   dilation: int, time_axis: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """One gated residual layer of the reference: ((x + residual) / sqrt(2), skip), shaped as x.
+
+    x: the layer's residual input, 3-D with time on `time_axis` (0: time-major (T, B, C), 1:
+    batch-major (B, T, C)). window: the layer input h = x + step projection, zero outside the
+    utterance (the reference's zero padding), with `dilation` samples of context on each side.
+    conditioner: the upsampled mel at x's samples, laid out as x, or None (unconditional). The
+    dilated convolution and the conditioner projection are one GEMM per half (gate, filter) over
+    the rows [h(t - d), h(t), h(t + d), mel(t)], each carrying its bias and activation.
+    """
+    columns = dilated_taps(window, dilation, tf.shape(x)[time_axis], time_axis)
+    if conditioner is not None:
+        columns.append(conditioner)
+    taps = tf.concat(columns, -1)
+    taps = tf.reshape(taps, [tf.shape(x)[0] * tf.shape(x)[1], taps.shape[-1] or -1])
+    gated = gated_unit(tf.nn.bias_add(tf.matmul(taps, weights.gate_kernel), weights.gate_bias),
+                       tf.nn.bias_add(tf.matmul(taps, weights.filter_kernel), weights.filter_bias))
+    return residual_and_skip(weights, gated, x)
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class DiffusionEmbedding(layers.Layer):
     """Step -> 512-d embedding. Non-integer steps interpolate the table linearly (fast sampling)."""
@@ -54,15 +159,8 @@ class DiffusionEmbedding(layers.Layer):
         self.projection2.build((None, EMBEDDING_HIDDEN))
 
     def call(self, step):
-        step = ops.cast(step, "float32")
-        low = ops.floor(step)
-        high = ops.ceil(step)
-        table = ops.convert_to_tensor(self.table)
-        low_row = ops.take(table, ops.cast(low, "int32"), axis=0)
-        high_row = ops.take(table, ops.cast(high, "int32"), axis=0)
-        x = low_row + (high_row - low_row) * ops.expand_dims(step - low, -1)
-        x = ops.silu(self.projection1(x))
-        return ops.silu(self.projection2(x))
+        projections = [(_compute(self, p.kernel), _compute(self, p.bias)) for p in (self.projection1, self.projection2)]
+        return step_embedding(tf.constant(self.table), step, projections)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], EMBEDDING_HIDDEN)
@@ -90,16 +188,12 @@ class SpectrogramUpsampler(layers.Layer):
         self.conv1.build((None, None, input_shape[-1], 1))
         self.conv2.build((None, None, input_shape[-1], 1))
 
-    def call(self, mel, frame_lengths=None):
-        """mel (B, F, M) -> (B, F * hop, M). `frame_lengths` (B,) masks padding frames out."""
-        x = ops.expand_dims(mel, -1)
-        if frame_lengths is not None:
-            x = x * _time_mask(frame_lengths, ops.shape(x)[1])[:, :, None, None]
-        x = ops.leaky_relu(self.conv1(x), negative_slope=0.4)
-        if frame_lengths is not None:
-            x = x * _time_mask(frame_lengths * self.upsample_factors[0], ops.shape(x)[1])[:, :, None, None]
-        x = ops.leaky_relu(self.conv2(x), negative_slope=0.4)
-        return ops.squeeze(x, -1)
+    def call(self, mel):
+        """mel (B, F, M) -> (B, F * hop, M)."""
+        x = tf.expand_dims(mel, -1)
+        for conv, stride in zip((self.conv1, self.conv2), self.upsample_factors):
+            x = upsample_stage(x, _compute(self, conv.kernel), _compute(self, conv.bias), stride)
+        return x[..., 0]
 
     def compute_output_shape(self, input_shape):
         frames = None if input_shape[1] is None else input_shape[1] * math.prod(self.upsample_factors)
@@ -120,10 +214,11 @@ class DilatedConv1D(layers.Layer):
     Training calls (training=True) take oneDNN's native dilated convolution instead (tf.nn.conv1d
     passes the dilation straight to Conv2D; tf.nn.convolution would use SpaceToBatch): its
     backward pass skips the GEMM path's (B, L, 3C) gradient and its slicing, ~1.3-2x faster
-    forward+backward at B=4, L=15,872, C=64 (benchmarks/train_speed.py). Inference keeps the GEMM
-    path, which chunking.py mirrors exactly. Where the native op cannot train in the compute dtype
-    (oneDNN has no float16 dilated Conv2DBackpropFilter, so float16 on most CPUs), training takes
-    the GEMM path too: `native_dilated_conv_trains` finds out once per dtype by trying it.
+    forward+backward at B=4, L=15,872, C=64 (benchmarks/train_speed.py). `ResidualBlock` calls
+    this layer in training only; its inference runs `residual_layer` on this layer's weights. Where
+    the native op cannot train in the compute dtype (oneDNN has no float16 dilated
+    Conv2DBackpropFilter, so float16 on most CPUs), training takes the GEMM path:
+    `native_dilated_conv_trains` finds out once per dtype by trying it.
     """
 
     def __init__(self, filters: int, dilation_rate: int = 1, kernel_initializer="he_normal", **kwargs):
@@ -146,10 +241,8 @@ class DilatedConv1D(layers.Layer):
         if training and (d == 1 or native_dilated_conv_trains(x.dtype)):
             kernel = ops.cast(self.kernel, x.dtype)
             return tf.nn.conv1d(x, kernel, stride=1, padding="SAME", dilations=d) + ops.cast(self.bias, x.dtype)
-        length = ops.shape(x)[1]
         padded = ops.pad(x, [[0, 0], [d, d], [0, 0]])
-        taps = ops.concatenate(
-            [padded[:, :length], padded[:, d:d + length], padded[:, 2 * d:2 * d + length]], axis=-1)
+        taps = ops.concatenate(dilated_taps(padded, d, ops.shape(x)[1], time_axis=1), axis=-1)
         kernel = ops.reshape(self.kernel, (-1, self.filters))
         return ops.matmul(taps, kernel) + self.bias
 
@@ -185,10 +278,9 @@ def _kaiming_normal():
     return keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal")
 
 
-def _time_mask(lengths, max_length):
-    """(B, T) float mask, 1 inside each sequence's length."""
-    positions = ops.arange(max_length)[None, :]
-    return ops.cast(positions < ops.cast(lengths, "int32")[:, None], "float32")
+def _compute(layer: layers.Layer, variable) -> tf.Tensor:
+    """A variable as a tensor in the layer's compute dtype (float16 under mixed precision)."""
+    return tf.cast(tf.convert_to_tensor(variable), layer.compute_dtype)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -218,21 +310,32 @@ class ResidualBlock(layers.Layer):
             self.conditioner_projection.build(input_shape[2])
         self.output_projection.build((None, None, c))
 
-    def call(self, inputs, valid=None):
+    def layer_weights(self) -> LayerWeights:
+        """This layer's weights, in the compute dtype, arranged for `residual_layer`."""
+        weight = functools.partial(_compute, self)
+        conditioner = (() if not self.conditional else
+                       (weight(self.conditioner_projection.kernel), weight(self.conditioner_projection.bias)))
+        return layer_weights(weight(self.dilated_conv.kernel), weight(self.dilated_conv.bias),
+                             weight(self.output_projection.kernel), weight(self.output_projection.bias),
+                             *conditioner)
+
+    def call(self, inputs, training=None):
         """inputs: [x (B, L, C), step embedding (B, 512), conditioner (B, L, M)] (no conditioner if
-        unconditional). `valid` (B, L, 1) zeroes the dilated conv's input outside the sequence, which
-        is what the reference's zero padding does at the utterance's edges."""
+        unconditional). Training runs the dilated convolution as `DilatedConv1D` does in training
+        (oneDNN's native dilated convolution, faster to differentiate); otherwise `residual_layer`."""
         x, embedding = inputs[0], inputs[1]
+        conditioner = inputs[2] if self.conditional else None
         h = x + ops.expand_dims(self.diffusion_projection(embedding), 1)
-        if valid is not None:
-            h = h * valid
-        y = self.dilated_conv(h)
-        if self.conditional:
-            y = y + self.conditioner_projection(inputs[2])
-        gate, filt = ops.split(y, 2, axis=-1)
-        y = self.output_projection(ops.sigmoid(gate) * ops.tanh(filt))
-        residual, skip = ops.split(y, 2, axis=-1)
-        return (x + residual) / math.sqrt(2.0), skip
+        weights = self.layer_weights()
+        if training:
+            y = self.dilated_conv(h, training=True)
+            if conditioner is not None:
+                y = y + self.conditioner_projection(conditioner)
+            gate, filter_ = tf.split(tf.reshape(y, [-1, 2 * self.residual_channels]), 2, axis=-1)
+            return residual_and_skip(weights, gated_unit(gate, filter_), x)
+        d = self.dilation
+        window = tf.pad(h, [[0, 0], [d, d], [0, 0]])
+        return residual_layer(weights, window, x, conditioner, d, time_axis=1)
 
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape[0])
@@ -241,47 +344,6 @@ class ResidualBlock(layers.Layer):
     def get_config(self):
         return {**super().get_config(), "residual_channels": self.residual_channels,
                 "dilation": self.dilation, "conditional": self.conditional}
-
-
-@dataclass(frozen=True)
-class DiffWaveLayers:
-    """The named layers of a built model, for running the network piecewise (sampler, chunking)."""
-
-    input_projection: layers.Dense
-    diffusion_embedding: DiffusionEmbedding
-    spectrogram_upsampler: SpectrogramUpsampler | None
-    residual_blocks: tuple[ResidualBlock, ...]
-    skip_projection: layers.Dense
-    output_projection: layers.Dense
-
-    @classmethod
-    def of(cls, model: keras.Model) -> "DiffWaveLayers":
-        names = {layer.name for layer in model.layers}
-        blocks = []
-        while f"residual_block_{len(blocks)}" in names:
-            blocks.append(model.get_layer(f"residual_block_{len(blocks)}"))
-        return cls(
-            input_projection=model.get_layer("input_projection"),
-            diffusion_embedding=model.get_layer("diffusion_embedding"),
-            spectrogram_upsampler=(model.get_layer("spectrogram_upsampler")
-                                   if "spectrogram_upsampler" in names else None),
-            residual_blocks=tuple(blocks),
-            skip_projection=model.get_layer("skip_projection"),
-            output_projection=model.get_layer("output_projection"),
-        )
-
-    def denoise(self, audio, embedding, conditioner=None, valid=None):
-        """Predicted noise for audio (B, L) given a step embedding (B, 512) and an upsampled mel
-        (B, L, M); `valid` (B, L, 1) marks real samples when the batch is padded or chunked."""
-        x = ops.relu(self.input_projection(ops.expand_dims(audio, -1)))
-        skip = None
-        for block in self.residual_blocks:
-            inputs = [x, embedding] if conditioner is None else [x, embedding, conditioner]
-            x, skip_i = block(inputs, valid=valid)
-            skip = skip_i if skip is None else skip + skip_i
-        x = skip / math.sqrt(len(self.residual_blocks))
-        x = ops.relu(self.skip_projection(x))
-        return ops.squeeze(self.output_projection(x), -1)
 
 
 def build_model(config: DiffWaveConfig = DiffWaveConfig()) -> keras.Model:
@@ -299,18 +361,23 @@ def build_model(config: DiffWaveConfig = DiffWaveConfig()) -> keras.Model:
         mel = keras.Input((None, config.n_mels), name="mel")
         inputs.append(mel)
         upsampler = SpectrogramUpsampler(config.upsample_factors, name="spectrogram_upsampler")
-    net = DiffWaveLayers(
-        input_projection=layers.Dense(c, kernel_initializer=_kaiming_normal(), name="input_projection"),
-        diffusion_embedding=DiffusionEmbedding(config.max_steps, name="diffusion_embedding"),
-        spectrogram_upsampler=upsampler,
-        residual_blocks=tuple(
-            ResidualBlock(c, 2 ** (i % config.dilation_cycle_length), not config.unconditional,
-                          name=f"residual_block_{i}")
-            for i in range(config.residual_layers)),
-        skip_projection=layers.Dense(c, kernel_initializer=_kaiming_normal(), name="skip_projection"),
-        output_projection=layers.Dense(1, kernel_initializer="zeros", name="output_projection"),
-    )
-    conditioner = None if upsampler is None else upsampler(mel)
-    noise = net.denoise(audio, net.diffusion_embedding(step), conditioner)
+    # Initializers without a seed draw one when they are created, so the layers are created in this
+    # order, all before any is built: it fixes which weights a given random seed gives.
+    input_projection = layers.Dense(c, kernel_initializer=_kaiming_normal(), name="input_projection")
+    diffusion_embedding = DiffusionEmbedding(config.max_steps, name="diffusion_embedding")
+    blocks = [ResidualBlock(c, dilation, not config.unconditional, name=f"residual_block_{i}")
+              for i, dilation in enumerate(config.dilations)]
+    skip_projection = layers.Dense(c, kernel_initializer=_kaiming_normal(), name="skip_projection")
+    output_projection = layers.Dense(1, kernel_initializer="zeros", name="output_projection")
+
+    conditioner = [] if upsampler is None else [upsampler(mel)]
+    embedding = diffusion_embedding(step)
+    x = ops.relu(input_projection(ops.expand_dims(audio, -1)))
+    skip = None
+    for block in blocks:
+        x, layer_skip = block([x, embedding, *conditioner])
+        skip = layer_skip if skip is None else skip + layer_skip
+    x = ops.relu(skip_projection(skip / math.sqrt(len(blocks))))
+    noise = ops.squeeze(output_projection(x), -1)
     name = "diffwave_unconditional" if config.unconditional else "diffwave"
     return keras.Model(inputs, noise, name=name)

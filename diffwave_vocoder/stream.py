@@ -27,7 +27,8 @@ import tensorflow as tf
 from .chunking import MEL_MARGIN_FRAMES, WavefrontState, keras_weight_getter, network_weights, upsample
 from .features.input_layout import to_numpy
 from .config import DiffWaveConfig
-from .sampler import Sampler, Schedule, utterance_noise
+from .sampler import Sampler, utterance_noise
+from .schedule import Schedule
 
 # Length used while an utterance's end is not yet known: every position received is valid.
 _UNKNOWN_END = 1 << 30

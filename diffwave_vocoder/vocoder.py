@@ -21,7 +21,8 @@ from .features.input_layout import as_mel_list, check_weights_fit
 from .features.mel import MelConvention
 from .model import build_model
 from .config import DiffWaveConfig
-from .sampler import InferenceOptions, Sampler, Steps, resolve_schedule
+from .sampler import InferenceOptions, Sampler
+from .schedule import Steps, resolve_schedule
 
 if TYPE_CHECKING:
     from .stream import StreamKernels, StreamSession

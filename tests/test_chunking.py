@@ -115,12 +115,19 @@ def test_tiles_split_the_input_evenly_within_the_chunk_budget(chunk_length, batc
 
 
 def test_chunk_upsampling_equals_the_keras_upsampler(wide):
-    """A window of frames upsamples its inner frames (two frames of margin on each side) to the same
-    samples as the whole mel does, padding frames of the shorter item included."""
-    _, mel, lengths = padded_batch(WIDE, [20, 11])
+    """The padded batch's whole mel upsamples each item as the Keras upsampler does that item alone,
+    and a window of frames upsamples its inner frames (two frames of margin on each side) to the
+    same samples as the whole mel does, padding frames of the shorter item included."""
+    frames = [20, 11]
+    _, mel, lengths = padded_batch(WIDE, frames)
     weights = network_weights(WIDE, keras_weight_getter(wide.model))
     frame_lengths = tf.constant(lengths // 256, tf.int32)
-    whole = wide.model.get_layer("spectrogram_upsampler")(tf.constant(mel), frame_lengths).numpy()
+    whole = upsample(weights, WIDE, tf.constant(mel), tf.constant(0), frame_lengths).numpy()
+    keras_upsampler = wide.model.get_layer("spectrogram_upsampler")
+    for i, f in enumerate(frames):
+        alone = keras_upsampler(tf.constant(mel[i:i + 1, :f])).numpy()[0]
+        assert np.abs(whole[i, :f * 256] - alone).max() <= 1e-6
+        assert np.abs(alone).max() > 0.1
     padded = np.pad(mel, [(0, 0), (2, 0), (0, 0)])  # index 0 is frame -2
     for first in (-2, 0, 5, 9, 14):  # window frames [first, first + 6), inner [first + 2, first + 4)
         window = upsample(weights, WIDE, tf.constant(padded[:, first + 2:first + 8]), tf.constant(first),

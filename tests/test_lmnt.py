@@ -22,7 +22,8 @@ from diffwave_vocoder.vocoder import Vocoder
 from diffwave_vocoder.io.audio import load_audio
 from diffwave_vocoder.formats.lmnt import ConversionError, convert_lmnt_checkpoint
 from diffwave_vocoder.features.mel import compute_mel
-from diffwave_vocoder.sampler import Sampler, resolve_schedule
+from diffwave_vocoder.sampler import Sampler
+from diffwave_vocoder.schedule import resolve_schedule
 from helpers import learner_state_dict, reference_params, save_like_learner, torchaudio_recipe, trained_reference
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the reference runs on one thread

@@ -72,9 +72,7 @@ def test_layer_configs_round_trip():
 
 
 def test_non_integer_steps_interpolate_the_embedding(small_config):
-    from diffwave_vocoder.model import DiffWaveLayers
-
-    embedding = DiffWaveLayers.of(build_model(small_config)).diffusion_embedding
+    embedding = build_model(small_config).get_layer("diffusion_embedding")
     low, high, mid = (embedding(np.array([t], np.float32)).numpy() for t in (3.0, 4.0, 3.25))
     # silu(W2 silu(W1 x)) is not linear, so compare the interpolated table rows instead.
     table = step_embedding_table(50)

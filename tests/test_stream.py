@@ -7,7 +7,8 @@ import pytest
 
 from diffwave_vocoder import DiffWaveConfig, Vocoder
 from diffwave_vocoder.chunking import MEL_MARGIN_FRAMES
-from diffwave_vocoder.sampler import InferenceOptions, resolve_schedule
+from diffwave_vocoder.sampler import InferenceOptions
+from diffwave_vocoder.schedule import resolve_schedule
 from diffwave_vocoder.stream import lookahead_frames
 from helpers import audible_vocoder
 

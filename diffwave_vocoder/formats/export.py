@@ -30,7 +30,8 @@ import tensorflow as tf
 
 from ..io.atomic import atomic_directory, atomic_file
 from ..chunking import ChunkedNetwork, network_weights
-from ..sampler import Steps, resolve_schedule, reverse_diffusion
+from ..sampler import reverse_diffusion
+from ..schedule import Steps, resolve_schedule
 from ..vocoder import Vocoder
 
 CONFIG_ASSET = Path("assets.extra") / "diffwave_config.json"

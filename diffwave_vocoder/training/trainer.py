@@ -39,6 +39,7 @@ from ..features.mel import compute_mel
 from ..io.atomic import atomic_file, remove_leftovers
 from ..io.progress import progress_line
 from ..model import build_model
+from ..schedule import noise_levels
 from ..vocoder import CONFIG_FILE, Vocoder
 from .checkpoints import (CHECKPOINTS_DIR, VARIABLES_PREFIX, CheckpointStore, dtype_policy, load_for_export,
                           read_state, training_metadata)
@@ -177,11 +178,6 @@ def stored_run(model_dir: str | os.PathLike) -> tuple[DiffWaveConfig | None, Tra
     if (root / SETTINGS_FILE).is_file():
         settings = TrainingSettings.from_dict(json.loads((root / SETTINGS_FILE).read_text()))
     return config, settings
-
-
-def noise_levels(config: DiffWaveConfig) -> np.ndarray:
-    """cumprod(1 - beta) as the reference computes it: float64 product, then float32."""
-    return np.cumprod(1.0 - np.asarray(config.noise_schedule, np.float64)).astype(np.float32)
 
 
 def diffusion_loss(model: keras.Model, batch: dict[str, tf.Tensor], levels: tf.Tensor, loss: str,
@@ -681,10 +677,5 @@ def train(model_dir: str | os.PathLike, data: str | os.PathLike | Sequence[str |
     return Trainer(model_dir, data, val, config, settings, strategy).fit()
 
 
-def export_checkpoint(src: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Training checkpoint (or run directory) -> inference checkpoint directory (`Vocoder.save`)."""
-    return load_for_export(src).save(out)
-
-
-__all__ = ["TrainingSettings", "Trainer", "TrainingResult", "StorageError", "train", "export_checkpoint",
-           "load_config_file", "stored_run", "diffusion_loss", "noise_levels", "init_mismatch"]
+__all__ = ["TrainingSettings", "Trainer", "TrainingResult", "StorageError", "train",
+           "load_config_file", "stored_run", "diffusion_loss", "init_mismatch"]
