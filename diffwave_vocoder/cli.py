@@ -237,7 +237,7 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
     from .vocoder import Vocoder
 
     convention = (Vocoder.load(args.model).mel_convention if args.model
-                  else DiffWaveConfig().mel_convention())
+                  else DiffWaveConfig().mel)
     root = Path(args.data_dir)
     if not root.is_dir():
         raise CLIError(f"not a directory: {root}")
@@ -296,10 +296,11 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(f"DiffWave, {kind}: {info['parameters']:,} parameters")
     print(f"  residual_channels={config['residual_channels']} residual_layers={config['residual_layers']} "
           f"dilation_cycle_length={config['dilation_cycle_length']} receptive_field=+-{info['receptive_field']} samples")
-    print(f"  mel: sample_rate={config['sample_rate']} n_fft={config['n_fft']} win_length={config['win_length']} "
-          f"hop_length={config['hop_length']} n_mels={config['n_mels']} fmin={config['fmin']} "
-          f"fmax={config['fmax'] or config['sample_rate'] / 2} scale={config['mel_scale']} "
-          f"norm={config['mel_norm']} compression={config['mel_compression']}")
+    mel = config["mel"]
+    print(f"  mel: sample_rate={mel['sample_rate']} n_fft={mel['n_fft']} win_length={mel['win_length']} "
+          f"hop_length={mel['hop_length']} n_mels={mel['n_mels']} fmin={mel['fmin']} "
+          f"fmax={mel['fmax'] or mel['sample_rate'] / 2} scale={mel['mel_scale']} "
+          f"norm={mel['mel_norm']} compression={mel['compression']}")
     print(f"  training schedule: {len(config['noise_schedule'])} steps, beta {config['noise_schedule'][0]:g}"
           f"..{config['noise_schedule'][-1]:g}; fast schedule: {config['inference_noise_schedule']}")
     for key, value in info["metadata"].items():

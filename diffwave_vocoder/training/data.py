@@ -90,7 +90,7 @@ class ClipSet:
             raise ValueError(f"{name}: no usable clips")
         self.clips = tuple(clips)
         self.config = config
-        self.convention = config.mel_convention()
+        self.convention = config.mel
         self.conditional = not config.unconditional
         self.crop_frames = int(crop_frames)
         self.crop_samples, self.min_samples = crop_lengths(config, crop_frames, crop_samples)
@@ -107,7 +107,7 @@ class ClipSet:
         """Index a data set (reads headers and cache shapes only, no audio)."""
         roots = [data] if isinstance(data, (str, os.PathLike)) else list(data)
         paths = [wav for root in roots for wav in find_wavs(root)]
-        convention = config.mel_convention()
+        convention = config.mel
         conditional = not config.unconditional
         crop, min_samples = crop_lengths(config, crop_frames, crop_samples)
         clips, short, unreadable, wrong_rate = [], 0, [], []
