@@ -241,8 +241,12 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
     from .config import DiffWaveConfig
     from .vocoder import Vocoder
 
-    convention = (Vocoder.load(args.model).mel_convention if args.model
-                  else DiffWaveConfig().mel_convention())
+    if args.model and args.mel_convention:
+        raise CLIError("give --model or --mel-convention, not both")
+    if args.mel_convention:
+        convention = _mel_convention(args.mel_convention)
+    else:
+        convention = Vocoder.load(args.model).mel_convention if args.model else DiffWaveConfig().mel
     root = Path(args.data_dir)
     if not root.is_dir():
         raise CLIError(f"not a directory: {root}")
@@ -264,6 +268,25 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
     print(f"wrote {len(wavs) - len(failed)} mel files under {root}")
     if failed:
         raise CLIError(f"{len(failed)} of {len(wavs)} files could not be processed (see warnings above)")
+
+
+def _mel_convention(spec: str):
+    from .adapters.conventions import convention_from_spec
+
+    try:
+        return convention_from_spec(spec)
+    except ValueError as error:
+        raise CLIError(f"--mel-convention: {error}") from None
+
+
+def _describe_mel(mel: dict) -> str:
+    """Every field of a stored mel convention, long statistics vectors shortened to their length."""
+    def show(value):
+        return f"<{len(value)} values>" if isinstance(value, list) and len(value) > 8 else value
+
+    params = ",".join(f"{k}={show(v)}" for k, v in mel["compression_params"].items())
+    fields = [f"{k}={show(v)}" for k, v in mel.items() if k != "compression_params"]
+    return " ".join(fields) + f" compression_params={{{params}}}"
 
 
 def cmd_corpus(args: argparse.Namespace) -> None:
@@ -301,10 +324,7 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(f"DiffWave, {kind}: {info['parameters']:,} parameters")
     print(f"  residual_channels={config['residual_channels']} residual_layers={config['residual_layers']} "
           f"dilation_cycle_length={config['dilation_cycle_length']} receptive_field=+-{info['receptive_field']} samples")
-    print(f"  mel: sample_rate={config['sample_rate']} n_fft={config['n_fft']} win_length={config['win_length']} "
-          f"hop_length={config['hop_length']} n_mels={config['n_mels']} fmin={config['fmin']} "
-          f"fmax={config['fmax'] or config['sample_rate'] / 2} scale={config['mel_scale']} "
-          f"norm={config['mel_norm']} compression={config['mel_compression']}")
+    print(f"  mel: {_describe_mel(config['mel'])}")
     print(f"  training schedule: {len(config['noise_schedule'])} steps, beta {config['noise_schedule'][0]:g}"
           f"..{config['noise_schedule'][-1]:g}; fast schedule: {config['inference_noise_schedule']}")
     for key, value in info["metadata"].items():
@@ -380,14 +400,25 @@ def _log_to_stderr() -> Iterator[None]:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from .config import DiffWaveConfig
     from .training.trainer import Trainer, TrainingSettings, load_config_file, stored_run
 
     config, settings = None, {}
     if args.config:
         config, settings = load_config_file(args.config)
     # Precedence: flags, then --config, then the run's own training.json, then the defaults.
-    base = stored_run(args.model_dir)[1] or TrainingSettings()
-    settings = base.replace(**{**settings, **_train_overrides(args)})
+    stored_config, stored_settings = stored_run(args.model_dir)
+    settings = (stored_settings or TrainingSettings()).replace(**{**settings, **_train_overrides(args)})
+    if args.mel_convention:
+        # The model the run would train otherwise (--config, the run's own, the init checkpoint's or
+        # the defaults), on this mel.
+        mel = _mel_convention(args.mel_convention)
+        if config is None and stored_config is None and settings.init_from is not None \
+                and Path(settings.init_from).exists():
+            from .training.checkpoints import load_for_export
+
+            config = load_for_export(settings.init_from).config
+        config = (config or stored_config or DiffWaveConfig()).with_mel(mel)
     with _log_to_stderr():
         result = Trainer(args.model_dir, args.data, args.val, config, settings, args.strategy).fit()
     if not result.finished:
@@ -449,6 +480,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"note: skipped {len(report.skipped)} unreadable file(s), named above", file=sys.stderr)
 
 
+_MEL_CONVENTION_HELP = ("the mel to use: a toolkit's name (lmnt, hifigan, tacotron2, speechbrain, nemo, ...) or a "
+                        "JSON file of MelConvention fields (default: lmnt's, or --model's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="diffwave-vocoder", description="DiffWave vocoder for TensorFlow/Keras.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -472,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("preprocess", help="write X.wav.spec.npy mels next to every wav (reference layout)")
     p.add_argument("data_dir", help="directory searched recursively for .wav files")
     p.add_argument("--model", help="use this checkpoint's mel convention (default: the reference's)")
+    p.add_argument("--mel-convention", metavar="NAME_OR_JSON", help=_MEL_CONVENTION_HELP)
     p.add_argument("--resample", action="store_true", help="resample files at another rate instead of failing")
     p.set_defaults(func=cmd_preprocess)
 
@@ -513,6 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", nargs="+", help="directory of .wav files (searched recursively) or LJSpeech folder")
     p.add_argument("--val", action="append", help="validation data directory (default: a held-out fraction)")
     p.add_argument("--config", help="JSON: a model config, or {\"model\": {...}, \"training\": {...}}")
+    p.add_argument("--mel-convention", metavar="NAME_OR_JSON",
+                   help=_MEL_CONVENTION_HELP + "; stored in the checkpoint, so `vocode` then takes that mel as it is")
     p.add_argument("--strategy", choices=["default", "mirrored", "multi-worker"], default="default",
                    help="tf.distribute: one device, all local GPUs, or the machines in TF_CONFIG")
     p.add_argument("--max-steps", type=int, help="global step to train to (default 1,000,000)")

@@ -1,8 +1,10 @@
 """DiffWave hyperparameters: model sizes, mel convention and noise schedules in one config.
 
-Field names mirror lmnt-com/diffwave's `params.py` (with `hop_length` for its `hop_samples`), so a
-reference `params` dict converts field for field. The config is stored as JSON inside every
-checkpoint: whoever loads a vocoder knows exactly which mel it expects.
+Model field names mirror lmnt-com/diffwave's `params.py`; the mel the conditioner takes is a whole
+`MelConvention` in the `mel` field, so a vocoder can be trained on any toolkit's mel (HiFi-GAN's,
+Tacotron 2's, ...) and say so. The config is stored as JSON inside every checkpoint, `"mel"` as a
+nested object of all the convention's fields: whoever loads a vocoder knows exactly which mel it
+expects. `stored_config` also reads the flat mel fields of format version 1.
 """
 from __future__ import annotations
 
@@ -38,18 +40,9 @@ class DiffWaveConfig:
     residual_layers: int = 30
     dilation_cycle_length: int = 10
     unconditional: bool = False
-    # Mel convention (the conditioner's input).
-    n_mels: int = 80
-    hop_length: int = 256
-    sample_rate: int = 22050
-    n_fft: int = 1024
-    win_length: int = 1024
-    fmin: float = 20.0
-    fmax: float | None = None  # None: sample_rate / 2
-    mel_scale: str = "htk"
-    mel_norm: str | None = None
-    mel_compression: str = "lmnt"
-    # The upsampler's two transposed-convolution strides; their product must equal hop_length.
+    # The conditioner's input: how its mel is computed from audio (a dict of its fields is accepted).
+    mel: MelConvention = MelConvention()
+    # The upsampler's two transposed-convolution strides; their product must equal mel.hop_length.
     upsample_factors: tuple[int, int] | None = None
     # Diffusion.
     noise_schedule: tuple[float, ...] = REFERENCE_NOISE_SCHEDULE
@@ -59,13 +52,16 @@ class DiffWaveConfig:
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
+        if isinstance(self.mel, dict):
+            set_("mel", MelConvention.from_dict(self.mel))
+        if not isinstance(self.mel, MelConvention):
+            raise ValueError(f"mel must be a MelConvention or a dict of its fields, got {type(self.mel).__name__}")
         set_("noise_schedule", tuple(float(b) for b in self.noise_schedule))
         set_("inference_noise_schedule", tuple(float(b) for b in self.inference_noise_schedule))
         if self.upsample_factors is None:
             set_("upsample_factors", _default_upsample_factors(self.hop_length))
         set_("upsample_factors", tuple(int(f) for f in self.upsample_factors))
-        for name in ("residual_channels", "residual_layers", "dilation_cycle_length", "n_mels",
-                     "hop_length", "sample_rate", "n_fft", "win_length", "audio_len"):
+        for name in ("residual_channels", "residual_layers", "dilation_cycle_length", "audio_len"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -77,7 +73,19 @@ class DiffWaveConfig:
             betas = getattr(self, name)
             if not betas or not all(0.0 < b < 1.0 for b in betas):
                 raise ValueError(f"{name} must be a non-empty list of betas in (0, 1), got {list(betas)}")
-        self.mel_convention()  # validates the mel fields
+
+    @property
+    def sample_rate(self) -> int:
+        return self.mel.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        """Audio samples per mel frame (the upsampler's total stride)."""
+        return self.mel.hop_length
+
+    @property
+    def n_mels(self) -> int:
+        return self.mel.n_mels
 
     @property
     def max_steps(self) -> int:
@@ -94,20 +102,22 @@ class DiffWaveConfig:
         """Samples one network evaluation can see on each side of an output sample."""
         return sum(self.dilations)
 
-    def mel_convention(self) -> MelConvention:
-        return MelConvention(
-            sample_rate=self.sample_rate, n_fft=self.n_fft, win_length=self.win_length,
-            hop_length=self.hop_length, n_mels=self.n_mels, fmin=self.fmin, fmax=self.fmax,
-            mel_scale=self.mel_scale, mel_norm=self.mel_norm, compression=self.mel_compression)
-
     def replace(self, **changes: Any) -> "DiffWaveConfig":
         return dataclasses.replace(self, **changes)
 
+    def with_mel(self, mel: MelConvention) -> "DiffWaveConfig":
+        """This model on another mel: the upsample factors are kept while they still multiply to the
+        new hop, else they become the default split of it."""
+        keep = math.prod(self.upsample_factors) == mel.hop_length
+        return self.replace(mel=mel, upsample_factors=self.upsample_factors if keep else None)
+
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        """JSON-ready fields, `"mel"` as the nested dict of the convention's fields; `from_dict` inverts it."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         for key, value in data.items():
             if isinstance(value, tuple):
                 data[key] = list(value)
+        data["mel"] = self.mel.to_dict()
         return data
 
     def to_json(self) -> str:
@@ -131,26 +141,58 @@ def strict_from_dict(cls: type, data: dict[str, Any], what: str) -> Any:
     return cls(**data)
 
 
+# Format version 1 stored the mel as flat config fields; their names in MelConvention.
+_V1_MEL_FIELDS = {
+    "n_mels": "n_mels", "hop_length": "hop_length", "sample_rate": "sample_rate", "n_fft": "n_fft",
+    "win_length": "win_length", "fmin": "fmin", "fmax": "fmax", "mel_scale": "mel_scale",
+    "mel_norm": "mel_norm", "mel_compression": "compression",
+}
+
+
+def stored_config(data: dict[str, Any]) -> DiffWaveConfig:
+    """The config a checkpoint's (or --config file's) JSON object holds, in either stored form.
+
+    Format version 2 nests the convention under `"mel"`; version 1 had the flat fields of
+    `_V1_MEL_FIELDS` (the other convention fields were lmnt's fixed recipe, MelConvention's
+    defaults), which are moved into the nested form here.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"a config must be a JSON object, got {type(data).__name__}")
+    flat = [key for key in _V1_MEL_FIELDS if key in data]
+    if flat:
+        if "mel" in data:
+            raise ValueError(f"config has both a nested 'mel' and the flat mel field(s) {flat} of format "
+                             "version 1; give the mel fields inside 'mel' only")
+        mel = {_V1_MEL_FIELDS[key]: data[key] for key in flat}
+        data = {key: value for key, value in data.items() if key not in _V1_MEL_FIELDS}
+        data["mel"] = mel
+    return DiffWaveConfig.from_dict(data)
+
+
 def reference_params_to_config(params: dict[str, Any], **overrides: Any) -> DiffWaveConfig:
     """Map lmnt-com/diffwave's `params` AttrDict (as a plain dict) onto a DiffWaveConfig.
 
     Fields the reference does not have keep our (= the reference's) defaults; fields we do not
     model (batch_size, learning_rate, crop_mel_frames, ...) are training settings and are ignored.
+    `overrides` are DiffWaveConfig fields or, for the mel, MelConvention fields (hop_length, ...).
     """
     mapping = {
         "residual_channels": "residual_channels", "residual_layers": "residual_layers",
         "dilation_cycle_length": "dilation_cycle_length", "unconditional": "unconditional",
-        "n_mels": "n_mels", "hop_samples": "hop_length", "sample_rate": "sample_rate",
-        "n_fft": "n_fft", "noise_schedule": "noise_schedule",
-        "inference_noise_schedule": "inference_noise_schedule", "audio_len": "audio_len",
+        "noise_schedule": "noise_schedule", "inference_noise_schedule": "inference_noise_schedule",
+        "audio_len": "audio_len",
     }
+    mel_mapping = {"n_mels": "n_mels", "hop_samples": "hop_length", "sample_rate": "sample_rate", "n_fft": "n_fft"}
     values = {ours: params[theirs] for theirs, ours in mapping.items() if theirs in params}
-    if "hop_length" in values:
+    mel = {ours: params[theirs] for theirs, ours in mel_mapping.items() if theirs in params}
+    mel_fields = {f.name for f in dataclasses.fields(MelConvention)}
+    mel.update({key: value for key, value in overrides.items() if key in mel_fields})
+    values.update({key: value for key, value in overrides.items() if key not in mel_fields})
+    if "hop_length" in mel:
         # The reference derives the STFT window from the hop (preprocess.py: win_length = 4 * hop).
-        values.setdefault("win_length", 4 * values["hop_length"])
-    values.update(overrides)
-    return DiffWaveConfig(**values)
+        mel.setdefault("win_length", 4 * mel["hop_length"])
+    return DiffWaveConfig(mel=MelConvention(**mel), **values)
 
 
-__all__ = ["DiffWaveConfig", "reference_params_to_config", "REFERENCE_NOISE_SCHEDULE",
+__all__ = ["DiffWaveConfig", "reference_params_to_config", "stored_config", "REFERENCE_NOISE_SCHEDULE",
            "REFERENCE_FAST_SCHEDULE"]

@@ -3,6 +3,8 @@
 A checkpoint is a directory: `config.json` (model sizes, mel convention and schedules, readable by
 humans), `model.weights.h5` (Keras weights) and `metadata.json` (format version, provenance).
 Loading rebuilds the model from the config and reads the weights; nothing in it is executed.
+Format version 2 stores the whole mel convention nested in the config; version 1 checkpoints (flat
+mel fields) still load, and saving them again writes version 2.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from .io.atomic import atomic_directory
 from .features.input_layout import as_mel_list, check_weights_fit
 from .features.mel import MelConvention
 from .model import build_model
-from .config import DiffWaveConfig
+from .config import DiffWaveConfig, stored_config
 from .sampler import InferenceOptions, Sampler
 from .schedule import Steps, resolve_schedule
 
@@ -31,7 +33,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 METADATA_FILE = "metadata.json"
 FORMAT_NAME = "diffwave-vocoder"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 Seed = Union[int, Sequence[int], None]
 MelInput = Any  # numpy array, tf.Tensor, torch tensor, or a list of them
@@ -99,7 +101,8 @@ class Vocoder:
 
     @property
     def mel_convention(self) -> MelConvention:
-        return self.config.mel_convention()
+        """The mel this vocoder takes: `compute_mel(audio, vocoder.mel_convention)` is its input."""
+        return self.config.mel
 
     def vocode(self, mel: MelInput, steps: Steps = "fast", seed: Seed = None, layout: str = "tf",
                adapter: str | Callable[..., Any] | None = None) -> np.ndarray | list[np.ndarray]:
@@ -220,7 +223,7 @@ class Vocoder:
                              f"{CONFIG_FILE} and {WEIGHTS_FILE}; convert PyTorch .pt files with "
                              "`diffwave-vocoder convert`)")
         try:
-            config = DiffWaveConfig.from_json((root / CONFIG_FILE).read_text())
+            config = stored_config(json.loads((root / CONFIG_FILE).read_text()))
             metadata = json.loads((root / METADATA_FILE).read_text()) if (root / METADATA_FILE).exists() else {}
         except (json.JSONDecodeError, TypeError, ValueError) as error:
             raise ValueError(f"unreadable checkpoint config in {root}: {error}") from None

@@ -52,6 +52,26 @@ def torchaudio_recipe(audio: np.ndarray, sample_rate=22050, n_fft=1024, hop=256,
     return np.clip((db + 100) / 100, 0.0, 1.0)
 
 
+def slaney_filterbank(fmin, fmax, sr=22050, n_fft=1024, n_mels=80) -> np.ndarray:
+    """librosa's default (Slaney-scale, area-normalised) mel filterbank, as the LJSpeech toolkits use it."""
+    import librosa
+
+    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+
+
+def hifigan_reference(y: np.ndarray) -> np.ndarray:
+    """jik876/hifi-gan meldataset.mel_spectrogram (center=False after reflect pad (n_fft-hop)/2)."""
+    import torch
+
+    n_fft, hop = 1024, 256
+    x = torch.nn.functional.pad(torch.from_numpy(y)[None, None], (384, 384), mode="reflect")[:, 0]
+    spec = torch.stft(x, n_fft, hop_length=hop, win_length=n_fft, window=torch.hann_window(n_fft), center=False,
+                      pad_mode="reflect", normalized=False, onesided=True, return_complex=True)
+    spec = torch.sqrt(spec.real.pow(2) + spec.imag.pow(2) + 1e-9)
+    mel = torch.matmul(torch.from_numpy(slaney_filterbank(0.0, 8000.0)), spec)
+    return torch.log(torch.clamp(mel, min=1e-5))[0].numpy().T
+
+
 def reference_params(**overrides: Any):
     """A `diffwave.params.AttrDict` of the reference defaults, overridden as the reference does."""
     from diffwave.params import AttrDict, params

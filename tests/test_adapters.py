@@ -17,6 +17,7 @@ from diffwave_vocoder import get_adapter
 from diffwave_vocoder.adapters import CONVENTIONS, MelAdapter, load_stats
 from diffwave_vocoder.adapters import conventions
 from diffwave_vocoder.features.mel import MelConvention, compress, compute_mel, decompress
+from helpers import hifigan_reference, slaney_filterbank
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "adapter_accuracy.py"
 
@@ -37,10 +38,6 @@ def speech(tmp_path_factory) -> list[np.ndarray]:
 
 # --- each recipe against an independent transcription of its toolkit's code ----------------------
 
-def _slaney(fmin, fmax, sr=22050, n_fft=1024, n_mels=80):
-    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
-
-
 def tacotron2_reference(y):
     """NVIDIA/tacotron2 TacotronSTFT: conv1d Fourier basis with scipy's periodic Hann, reflect pad
     n_fft/2, sqrt(re^2 + im^2), librosa mel 0-8 kHz, dynamic_range_compression ln(clamp(x, 1e-5))."""
@@ -52,18 +49,7 @@ def tacotron2_reference(y):
     x = torch.nn.functional.pad(torch.from_numpy(y)[None, None], (n_fft // 2, n_fft // 2), mode="reflect")
     out = torch.nn.functional.conv1d(x[:, 0:1], basis, stride=hop)
     magnitude = torch.sqrt(out[:, :cutoff] ** 2 + out[:, cutoff:] ** 2)
-    mel = torch.matmul(torch.from_numpy(_slaney(0.0, 8000.0)), magnitude)
-    return torch.log(torch.clamp(mel, min=1e-5))[0].numpy().T
-
-
-def hifigan_reference(y):
-    """jik876/hifi-gan meldataset.mel_spectrogram (center=False after reflect pad (n_fft-hop)/2)."""
-    n_fft, hop = 1024, 256
-    x = torch.nn.functional.pad(torch.from_numpy(y)[None, None], (384, 384), mode="reflect")[:, 0]
-    spec = torch.stft(x, n_fft, hop_length=hop, win_length=n_fft, window=torch.hann_window(n_fft), center=False,
-                      pad_mode="reflect", normalized=False, onesided=True, return_complex=True)
-    spec = torch.sqrt(spec.real.pow(2) + spec.imag.pow(2) + 1e-9)
-    mel = torch.matmul(torch.from_numpy(_slaney(0.0, 8000.0)), spec)
+    mel = torch.matmul(torch.from_numpy(slaney_filterbank(0.0, 8000.0)), magnitude)
     return torch.log(torch.clamp(mel, min=1e-5))[0].numpy().T
 
 
@@ -72,14 +58,14 @@ def espnet_reference(y):
     spec = torch.stft(torch.from_numpy(y), 1024, hop_length=256, win_length=1024, window=torch.hann_window(1024),
                       center=True, pad_mode="reflect", normalized=False, onesided=True, return_complex=True)
     amp = torch.sqrt(torch.clamp(spec.real ** 2 + spec.imag ** 2, min=1e-10))
-    mel = torch.matmul(amp.T, torch.from_numpy(_slaney(80.0, 7600.0)).T)
+    mel = torch.matmul(amp.T, torch.from_numpy(slaney_filterbank(80.0, 7600.0)).T)
     return torch.clamp(mel, min=1e-10).log10().numpy()
 
 
 def parallel_wavegan_reference(y):
     """ParallelWaveGAN bin/preprocess.py logmelfilterbank (also TensorFlowTTS's preprocess)."""
     x_stft = librosa.stft(y, n_fft=1024, hop_length=256, win_length=1024, window="hann", pad_mode="reflect")
-    mel = np.maximum(1e-10, np.dot(np.abs(x_stft).T, _slaney(80.0, 7600.0).T))
+    mel = np.maximum(1e-10, np.dot(np.abs(x_stft).T, slaney_filterbank(80.0, 7600.0).T))
     return np.log10(mel)
 
 
@@ -87,7 +73,7 @@ def coqui_reference(y):
     """Coqui AudioProcessor.melspectrogram with BaseAudioConfig defaults."""
     d = librosa.stft(y=y, n_fft=1024, hop_length=256, win_length=1024, pad_mode="reflect", window="hann",
                      center=True)
-    s = 20 * np.log10(np.maximum(1e-8, np.dot(_slaney(0.0, None), np.abs(d))))
+    s = 20 * np.log10(np.maximum(1e-8, np.dot(slaney_filterbank(0.0, None), np.abs(d))))
     s = (s - 20 - -100) / 100
     return np.clip(8 * s - 4, -4, 4).T
 
@@ -98,7 +84,7 @@ def nemo_reference(y):
                       window=torch.hann_window(1024, periodic=False), center=True, pad_mode="constant",
                       return_complex=True)
     magnitude = torch.sqrt(torch.view_as_real(spec).pow(2).sum(-1))
-    mel = torch.matmul(torch.from_numpy(_slaney(0.0, 8000.0)), magnitude)
+    mel = torch.matmul(torch.from_numpy(slaney_filterbank(0.0, 8000.0)), magnitude)
     return torch.log(mel + 1e-5).numpy().T
 
 

@@ -10,12 +10,14 @@ import tensorflow as tf
 
 from diffwave_vocoder import DiffWaveConfig, Vocoder
 from diffwave_vocoder.chunking import ChunkedNetwork, keras_weight_getter, network_weights, upsample
+from diffwave_vocoder.features.mel import MelConvention
 from diffwave_vocoder.sampler import InferenceOptions
 
 # Receptive field 1 + 2 + ... + 512 + 1 + 2 = 1026 samples per side: longer than 256- and 768-sample chunks.
 WIDE = DiffWaveConfig(residual_channels=8, residual_layers=12, dilation_cycle_length=10)
 # Another hop (64 = 8 x 8 upsampling) and the unconditional variant.
-HOP64 = DiffWaveConfig(residual_channels=8, residual_layers=7, dilation_cycle_length=7, hop_length=64)
+HOP64 = DiffWaveConfig(residual_channels=8, residual_layers=7, dilation_cycle_length=7,
+                       mel=MelConvention(hop_length=64))
 UNCONDITIONAL = DiffWaveConfig(residual_channels=8, residual_layers=9, dilation_cycle_length=9, unconditional=True)
 
 

@@ -1,4 +1,5 @@
 """The command line: real subprocesses, real files; errors are one line with no traceback."""
+import json
 import os
 import subprocess
 import sys
@@ -64,10 +65,49 @@ def test_preprocess_writes_reference_named_mels_and_reports_bad_files(tmp_path, 
     assert not (data / "broken.wav.spec.npy").exists()
 
 
-def test_info_shows_sizes_and_convention(small_checkpoint):
+def test_preprocess_writes_mels_in_the_named_or_json_convention(tmp_path, speech_corpus):
+    from diffwave_vocoder.adapters.conventions import CONVENTIONS
+    from diffwave_vocoder.features.mel import MelConvention, compute_mel
+
+    data = tmp_path / "data"
+    data.mkdir()
+    wav = sorted((speech_corpus / "wavs").glob("*.wav"))[0]
+    (data / "a.wav").write_bytes(wav.read_bytes())
+    audio, _ = load_audio(wav)
+    assert run_cli("preprocess", data, "--mel-convention", "hifigan").returncode == 0
+    np.testing.assert_allclose(np.load(data / "a.wav.spec.npy"), compute_mel(audio, CONVENTIONS["hifigan"]()).T,
+                               atol=1e-5)
+    custom = MelConvention(hop_length=200, win_length=800, n_fft=800, center=False, pad=300, compression="log")
+    (tmp_path / "mel.json").write_text(json.dumps(custom.to_dict()))
+    assert run_cli("preprocess", data, "--mel-convention", tmp_path / "mel.json").returncode == 0
+    np.testing.assert_allclose(np.load(data / "a.wav.spec.npy"), compute_mel(audio, custom).T, atol=1e-5)
+
+
+def test_a_bad_mel_convention_is_a_one_line_error(tmp_path, speech_corpus):
+    assert_one_line_error(run_cli("preprocess", tmp_path, "--mel-convention", "hifi-gan"),
+                          "unknown mel convention 'hifi-gan'", "hifigan")
+    (tmp_path / "typo.json").write_text(json.dumps({"hop": 256}))
+    assert_one_line_error(run_cli("train", tmp_path / "run", speech_corpus, "--mel-convention", tmp_path / "typo.json"),
+                          "typo.json", "unknown mel convention field(s) ['hop']")
+    (tmp_path / "broken.json").write_text("{")
+    assert_one_line_error(run_cli("preprocess", tmp_path, "--mel-convention", tmp_path / "broken.json"),
+                          "cannot read mel convention file")
+    assert not (tmp_path / "run").exists()
+
+
+def test_info_shows_sizes_and_the_whole_convention(small_checkpoint, tmp_path):
+    from diffwave_vocoder import Vocoder
+    from diffwave_vocoder.adapters.conventions import CONVENTIONS
+
     result = run_cli("info", small_checkpoint)
     assert result.returncode == 0, result.stderr
     assert "parameters" in result.stdout and "n_mels=80" in result.stdout and "compression=lmnt" in result.stdout
+    vocoder = Vocoder.load(small_checkpoint)
+    Vocoder(vocoder.model, vocoder.config.with_mel(CONVENTIONS["hifigan"]())).save(tmp_path / "hifigan")
+    mel_line = [line for line in run_cli("info", tmp_path / "hifigan").stdout.splitlines() if "mel:" in line][0]
+    for field in ("mel_scale=slaney", "center=False", "pad=384", "stft_normalized=False", "magnitude_eps=1e-09",
+                  "magnitude_guard=add", "window_periodic=True", "compression=log", "guard=clamp"):
+        assert field in mel_line
 
 
 def test_errors_are_one_line_and_leave_no_output(tmp_path, small_checkpoint):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from diffwave_vocoder import DiffWaveConfig, build_model
+from diffwave_vocoder.features.mel import MelConvention
 from diffwave_vocoder.model import step_embedding_table
 
 
@@ -22,7 +23,7 @@ def test_step_table_equals_torch_float32_build():
 
 
 def test_configurable_sizes_and_hop(small_config):
-    config = small_config.replace(hop_length=300, upsample_factors=(15, 20), n_mels=64)
+    config = small_config.replace(mel=MelConvention(hop_length=300, n_mels=64), upsample_factors=(15, 20))
     model = build_model(config)
     mel = np.random.default_rng(0).uniform(0, 1, (2, 5, 64)).astype(np.float32)
     audio = np.zeros((2, 5 * 300), np.float32)
@@ -40,7 +41,7 @@ def test_fresh_model_outputs_the_output_bias_like_the_reference(small_config):
 
 def test_invalid_configs_are_rejected():
     with pytest.raises(ValueError, match="upsample_factors"):
-        DiffWaveConfig(hop_length=256, upsample_factors=(16, 8))
+        DiffWaveConfig(mel=MelConvention(hop_length=256), upsample_factors=(16, 8))
     with pytest.raises(ValueError, match="residual_layers"):
         DiffWaveConfig(residual_layers=0)
     with pytest.raises(ValueError, match="unknown config field"):

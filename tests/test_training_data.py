@@ -10,7 +10,8 @@ import soundfile
 
 from diffwave_vocoder.io.audio import find_wavs
 from diffwave_vocoder.training.data import ClipSet, evaluation_dataset, example_indices, make_dataset
-from diffwave_vocoder.features.mel import compute_mel
+from diffwave_vocoder.adapters.conventions import CONVENTIONS
+from diffwave_vocoder.features.mel import MelConvention, compute_mel
 from diffwave_vocoder.config import DiffWaveConfig
 
 from diffwave_vocoder.evaluation.corpus import make_speech_corpus
@@ -122,8 +123,12 @@ def crop_start(audio_crop, audio, frames):
     return starts[0]
 
 
-def test_crops_are_the_files_samples_and_their_whole_file_mel_rows(tones):
-    clips = ClipSet.scan(tones, CONFIG, crop_frames=10, seed=4, use_mel_cache=False)
+@pytest.mark.parametrize("config", [CONFIG, CONFIG.with_mel(CONVENTIONS["hifigan"]()),
+                                    CONFIG.with_mel(CONVENTIONS["nemo"]()),
+                                    CONFIG.with_mel(MelConvention(pad=700, pad_mode="symmetric"))],
+                         ids=["lmnt", "hifigan", "nemo-constant-pad", "pad-and-centre"])
+def test_crops_are_the_files_samples_and_their_whole_file_mel_rows(tones, config):
+    clips = ClipSet.scan(tones, config, crop_frames=10, seed=4, use_mel_cache=False)
     starts = set()
     for k in range(24):
         audio_crop, mel_crop = clips.example(k)
@@ -137,6 +142,18 @@ def test_crops_are_the_files_samples_and_their_whole_file_mel_rows(tones):
         assert 0 <= start <= len(whole) - 10
         np.testing.assert_allclose(mel_crop, whole[start:start + 10], atol=1e-5)
     assert len(starts) > 5  # crops are spread over the clips
+
+
+def test_hifigan_clips_need_crop_frames_hops_and_their_last_crop_is_whole(tmp_path):
+    config = CONFIG.with_mel(CONVENTIONS["hifigan"]())  # N samples give N // hop frames
+    write(tmp_path / "short.wav", tone(1.0, 1)[:10 * HOP - 1])
+    write(tmp_path / "exact.wav", tone(1.0, 2)[:10 * HOP])
+    clips = ClipSet.scan(tmp_path, config, crop_frames=10, use_mel_cache=False)
+    assert [c.path.name for c in clips.clips] == ["exact.wav"]
+    audio_crop, mel_crop = clips.example(0)
+    audio = read(tmp_path / "exact.wav")
+    np.testing.assert_array_equal(audio_crop, audio)
+    np.testing.assert_allclose(mel_crop, compute_mel(audio, config.mel), atol=1e-5)
 
 
 def test_preprocess_cache_is_used_and_equals_on_the_fly_mels(tones, caplog):

@@ -16,6 +16,7 @@ defaults); keyword overrides change single fields for a model trained with other
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Sequence, Union
@@ -199,3 +200,22 @@ CONVENTIONS = {
     "espnet": espnet, "coqui": coqui, "tensorflowtts": tensorflowtts, "nemo": nemo,
     "nemo_22050": nemo_22050, "speechbrain": speechbrain,
 }
+
+
+def convention_from_spec(spec: str | os.PathLike) -> MelConvention:
+    """A convention by name (a key of CONVENTIONS, with its toolkit's defaults) or from a JSON file
+    holding an object of MelConvention fields (those left out keep lmnt's defaults)."""
+    if isinstance(spec, str) and spec in CONVENTIONS:
+        return CONVENTIONS[spec]()
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"unknown mel convention {str(spec)!r}: give one of {', '.join(sorted(CONVENTIONS))} "
+                         "or a JSON file of MelConvention fields")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read mel convention file {path}: {error}") from None
+    try:
+        return MelConvention.from_dict(data)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"mel convention file {path}: {error}") from None

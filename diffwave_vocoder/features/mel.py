@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import numbers
 from dataclasses import dataclass
 from typing import Callable
 
@@ -125,6 +126,11 @@ class MelConvention:
     magnitude_guard: str = "add"  # "add" (HiFi-GAN, 1e-9) or "clamp" (ESPnet, 1e-10)
 
     def __post_init__(self) -> None:
+        for name in ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            object.__setattr__(self, name, int(value))
         params = self.compression_params
         items = params.items() if isinstance(params, dict) else params
         try:
@@ -161,7 +167,23 @@ class MelConvention:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """All fields, JSON-ready: compression_params as a dict (arrays as lists); `from_dict` inverts it."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["compression_params"] = {name: list(value) if isinstance(value, tuple) else value
+                                      for name, value in self.compression_params}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MelConvention":
+        """A convention from some or all of its fields (the rest keep lmnt's defaults); an unknown
+        field is an error, so that a misspelt one never silently falls back to a default."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a mel convention must be a JSON object of its fields, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown mel convention field(s) {unknown}; expected a subset of {sorted(known)}")
+        return cls(**data)
 
     @property
     def params(self) -> dict:
@@ -183,6 +205,16 @@ class MelConvention:
         if self.center:
             return 1 + (num_samples + 2 * self.pad) // self.hop_length
         return 1 + (num_samples + 2 * self.pad - self.n_fft) // self.hop_length
+
+    def samples_for(self, frames: int) -> int:
+        """The fewest audio samples (at least 1) that yield `frames` mel frames: `frames_for`'s inverse."""
+        padding = 2 * self.pad - (0 if self.center else self.n_fft)
+        return max(1, (frames - 1) * self.hop_length - padding)
+
+    def first_frame_start(self) -> int:
+        """Where frame 0's n_fft-sample window starts in the unpadded audio (negative: in the padding);
+        frame j's starts j * hop_length later."""
+        return -(self.pad + (self.n_fft // 2 if self.center else 0))
 
 
 @functools.lru_cache(maxsize=32)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from ..config import DiffWaveConfig, reference_params_to_config
+from ..features.mel import MelConvention
 from ..io.torch_pickle import load_torch_pickle, resolve_torch_file
 
 if TYPE_CHECKING:
@@ -160,7 +161,8 @@ def _summary(value: Any) -> Any:
 
 def _determine_config(state: dict[str, np.ndarray], params: dict | None, overrides: dict[str, Any],
                       source: Path) -> tuple[DiffWaveConfig, dict[str, Any]]:
-    known = {f.name for f in dataclasses.fields(DiffWaveConfig)}
+    mel_fields = {f.name for f in dataclasses.fields(MelConvention)}
+    known = {f.name for f in dataclasses.fields(DiffWaveConfig)} - {"mel"} | mel_fields
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ConversionError(f"unknown config override(s) {unknown}; expected a subset of {sorted(known)}")
@@ -183,8 +185,8 @@ def _determine_config(state: dict[str, np.ndarray], params: dict | None, overrid
     except (TypeError, ValueError) as error:
         raise ConversionError(f"cannot build a config for {source}: {error}") from None
     undetermined = dict(_NOT_IN_WEIGHTS, **(_NOT_IN_UNCONDITIONAL_WEIGHTS if config.unconditional else {}))
-    assumed = {field: _summary(getattr(config, field)) for field, key in undetermined.items()
-               if key not in params and field not in overrides}
+    assumed = {field: _summary(getattr(config.mel if field in mel_fields else config, field))
+               for field, key in undetermined.items() if key not in params and field not in overrides}
     provenance = {
         "hyperparameters": "from the checkpoint's params" if params else "inferred from the weights' shapes",
         "inferred_from_weights": inferred,

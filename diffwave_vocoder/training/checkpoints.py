@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 import keras
 import tensorflow as tf
 
-from ..config import DiffWaveConfig
+from ..config import stored_config
 from ..io.atomic import atomic_directory
 from ..model import build_model
 from ..vocoder import CONFIG_FILE, Vocoder
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINTS_DIR = "checkpoints"  # of a run directory
 FORMAT_NAME = "diffwave-vocoder-training"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: config.json nests the mel convention (1: flat mel fields)
 STATE_FILE = "state.json"
 VARIABLES_PREFIX = "variables"
 _NAME = re.compile(r"^step-(\d+)$")
@@ -158,7 +158,7 @@ def load_for_export(src: str | os.PathLike) -> Vocoder:
         raise ValueError(f"not a training run, training checkpoint or vocoder checkpoint: {root} (expected "
                          f"{CHECKPOINTS_DIR}/, state.json or config.json in it)")
     state = read_state(root)
-    config = DiffWaveConfig.from_json((root / CONFIG_FILE).read_text())
+    config = stored_config(json.loads((root / CONFIG_FILE).read_text()))
     with dtype_policy("float32"):
         model = build_model(config)
     try:

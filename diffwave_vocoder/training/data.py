@@ -64,13 +64,14 @@ def crop_lengths(config: DiffWaveConfig, crop_frames: int, crop_samples: int | N
     """(samples per example, shortest usable clip).
 
     Conditional: crop_frames * hop samples; a clip needs crop_frames mel frames (the reference
-    drops shorter ones), i.e. (crop_frames - 1) * hop samples. Unconditional: crop_samples
+    drops shorter ones), i.e. (crop_frames - 1) * hop samples in lmnt's convention, as many as
+    `MelConvention.samples_for` says in others. Unconditional: crop_samples
     (default: the config's audio_len, as the reference) and clips at least that long.
     """
     if crop_frames <= 0 or (crop_samples is not None and crop_samples <= 0):
         raise ValueError(f"crop sizes must be positive, got crop_frames={crop_frames}, crop_samples={crop_samples}")
     if not config.unconditional:
-        return crop_frames * config.hop_length, max(1, (crop_frames - 1) * config.hop_length)
+        return crop_frames * config.hop_length, config.mel.samples_for(crop_frames)
     samples = int(config.audio_len if crop_samples is None else crop_samples)
     return samples, samples
 
@@ -90,7 +91,7 @@ class ClipSet:
             raise ValueError(f"{name}: no usable clips")
         self.clips = tuple(clips)
         self.config = config
-        self.convention = config.mel_convention()
+        self.convention = config.mel
         self.conditional = not config.unconditional
         self.crop_frames = int(crop_frames)
         self.crop_samples, self.min_samples = crop_lengths(config, crop_frames, crop_samples)
@@ -107,7 +108,7 @@ class ClipSet:
         """Index a data set (reads headers and cache shapes only, no audio)."""
         roots = [data] if isinstance(data, (str, os.PathLike)) else list(data)
         paths = [wav for root in roots for wav in find_wavs(root)]
-        convention = config.mel_convention()
+        convention = config.mel
         conditional = not config.unconditional
         crop, min_samples = crop_lengths(config, crop_frames, crop_samples)
         clips, short, unreadable, wrong_rate = [], 0, [], []
@@ -259,24 +260,62 @@ def _read(path: Path, start: int, stop: int) -> np.ndarray:
     return np.clip(data[:, 0], -1.0, 1.0)
 
 
+# np.pad modes whose padded samples are copies of the signal's (or zeros): a crop's mel needs only
+# the samples its frames see. Each maps positions outside [0, length) to the one they copy, -1 for zero.
+def _reflect(i: np.ndarray, length: int) -> np.ndarray:
+    if length == 1:
+        return np.zeros_like(i)
+    i = np.mod(i, 2 * (length - 1))
+    return np.where(i >= length, 2 * (length - 1) - i, i)
+
+
+def _symmetric(i: np.ndarray, length: int) -> np.ndarray:
+    i = np.mod(i, 2 * length)
+    return np.where(i >= length, 2 * length - 1 - i, i)
+
+
+_PAD_SOURCES = {
+    "reflect": _reflect,
+    "symmetric": _symmetric,
+    "edge": lambda i, length: np.clip(i, 0, length - 1),
+    "wrap": lambda i, length: np.mod(i, length),
+    "constant": lambda i, length: np.where((i >= 0) & (i < length), i, -1),
+}
+
+
+def _padded_source(positions: np.ndarray, length: int, mode: str) -> np.ndarray:
+    """Which sample of a `length`-sample signal each position of it padded with np.pad's `mode`
+    holds (positions relative to the unpadded start; -1: a zero)."""
+    if positions.min() >= 0 and positions.max() < length:
+        return positions
+    return _PAD_SOURCES[mode](positions, length)
+
+
 def mel_window(path: Path, num_samples: int, start: int, frames: int, convention: MelConvention) -> np.ndarray:
     """Mel frames [start, start + frames) of a file, reading only the audio they see.
 
-    A centred STFT frame j covers samples [j * hop - n_fft // 2, j * hop - n_fft // 2 + n_fft) of the
-    file reflect-padded by n_fft // 2; indices are reflected the same way here, so the result equals
-    the whole-file mel's rows (up to float rounding).
+    Frame j's window is n_fft samples from j * hop + `convention.first_frame_start()` of the file
+    padded as the convention pads it: first `pad` samples per side with `pad_mode`, then, when
+    `center`, n_fft // 2 more with `pad_mode` again (librosa's centring). Positions in that padding
+    are mapped back to the samples they copy the same way, so the result equals the whole-file
+    mel's rows (up to float rounding) for every padding convention; for pad modes that compute new
+    values (mean, linear_ramp, ...) the whole file is read instead.
     """
-    if not convention.center or convention.pad or convention.pad_mode != "reflect":
-        raise ValueError("on-the-fly crop mels need a centred, reflect-padded convention; run preprocess")
-    half = convention.n_fft // 2
-    first = start * convention.hop_length - half
-    indices = np.arange(first, first + (frames - 1) * convention.hop_length + convention.n_fft)
-    indices = np.abs(indices)
-    indices = np.where(indices >= num_samples, 2 * (num_samples - 1) - indices, indices)
-    indices = np.clip(indices, 0, num_samples - 1)  # only matters for clips shorter than half a window
-    lo, hi = int(indices.min()), int(indices.max()) + 1
-    window = _read(path, lo, hi)[indices - lo]
-    return compute_mel(window, convention.replace(center=False))[:frames]
+    hop, n_fft = convention.hop_length, convention.n_fft
+    if convention.pad_mode not in _PAD_SOURCES:
+        return compute_mel(_read(path, 0, num_samples), convention)[start:start + frames]
+    first = start * hop + convention.first_frame_start()
+    positions = np.arange(first, first + (frames - 1) * hop + n_fft)
+    padded_length = num_samples + 2 * convention.pad
+    # Outer (centre) padding acts on the pad-padded signal, whose sample 0 is the file's -pad.
+    in_padded = _padded_source(positions + convention.pad, padded_length, convention.pad_mode)
+    zero = in_padded < 0
+    in_file = _padded_source(in_padded - convention.pad, num_samples, convention.pad_mode)
+    zero |= in_file < 0
+    in_file = np.where(zero, 0, in_file)
+    lo, hi = int(in_file.min()), int(in_file.max()) + 1
+    window = np.where(zero, np.float32(0.0), _read(path, lo, hi)[in_file - lo])
+    return compute_mel(window, convention.replace(center=False, pad=0))[:frames]
 
 
 def example_indices(first_example: int, global_batch: int, replica_batch: int, replica_offset: int,

@@ -34,7 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..config import DiffWaveConfig, strict_from_dict
+from ..config import DiffWaveConfig, stored_config, strict_from_dict
 from ..features.mel import compute_mel
 from ..io.atomic import atomic_file, remove_leftovers
 from ..io.progress import progress_line
@@ -59,8 +59,6 @@ MIXED_PRECISION = {None: "float32", "float16": "mixed_float16", "bfloat16": "mix
 # Fields a fine-tuning run may change from its init checkpoint's config (everything else is the
 # network's sizes, its mel convention or the diffusion it was trained for).
 _FINE_TUNING_FREE_FIELDS = ("inference_noise_schedule", "audio_len")
-_MEL_FIELDS = ("n_mels", "hop_length", "sample_rate", "n_fft", "win_length", "fmin", "fmax", "mel_scale", "mel_norm",
-               "mel_compression")
 # Settings that change which examples, noise or updates a step sees: changing them on resume is
 # allowed, but the run is then no longer identical to an uninterrupted one.
 _TRAJECTORY_FIELDS = ("batch_size", "learning_rate", "loss", "max_grad_norm", "crop_frames", "crop_samples",
@@ -133,19 +131,27 @@ class TrainingSettings:
 
 def init_mismatch(init: DiffWaveConfig, config: DiffWaveConfig) -> str | None:
     """What keeps a run of `config` from starting from a checkpoint of `init` (None: nothing), as
-    'sizes: residual_channels 64 (checkpoint) vs 16 (run); mel convention: ...'."""
-    theirs, ours = init.to_dict(), config.to_dict()
-    differ = [k for k in theirs if k not in _FINE_TUNING_FREE_FIELDS and theirs[k] != ours[k]]
+    'sizes: residual_channels 64 (checkpoint) vs 16 (run); mel convention: fmax None (checkpoint) vs ...'."""
+    def fields(c: DiffWaveConfig) -> dict[tuple[str, str], Any]:
+        data = c.to_dict()
+        mel = data.pop("mel")
+        return {**{("model", k): v for k, v in data.items() if k not in _FINE_TUNING_FREE_FIELDS},
+                **{("mel", k): v for k, v in mel.items()}}
+
+    theirs, ours = fields(init), fields(config)
+    differ = [k for k in theirs if theirs[k] != ours[k]]
     if not differ:
         return None
 
-    def show(value: Any) -> str:
-        return f"{len(value)} betas {value[0]:g}..{value[-1]:g}" if isinstance(value, list) else repr(value)
+    def show(key: tuple[str, str], value: Any) -> str:
+        if key[1] == "noise_schedule":
+            return f"{len(value)} betas {value[0]:g}..{value[-1]:g}"
+        return repr(value)
 
-    groups = {"sizes": [k for k in differ if k not in _MEL_FIELDS and k != "noise_schedule"],
-              "mel convention": [k for k in differ if k in _MEL_FIELDS],
-              "training noise schedule": [k for k in differ if k == "noise_schedule"]}
-    return "; ".join(f"{group}: " + ", ".join(f"{k} {show(theirs[k])} (checkpoint) vs {show(ours[k])} (run)"
+    groups = {"sizes": [k for k in differ if k[0] == "model" and k[1] != "noise_schedule"],
+              "mel convention": [k for k in differ if k[0] == "mel"],
+              "training noise schedule": [k for k in differ if k[1] == "noise_schedule"]}
+    return "; ".join(f"{group}: " + ", ".join(f"{k[1]} {show(k, theirs[k])} (checkpoint) vs {show(k, ours[k])} (run)"
                                                  for k in keys)
                      for group, keys in groups.items() if keys)
 
@@ -164,7 +170,7 @@ def load_config_file(path: str | os.PathLike) -> tuple[DiffWaveConfig | None, di
         model, training = data.get("model"), data.get("training", {})
     else:
         model, training = data, {}
-    config = None if model is None else DiffWaveConfig.from_dict(model)
+    config = None if model is None else stored_config(model)
     TrainingSettings.from_dict(training)  # validates names and values now
     return config, dict(training)
 
@@ -174,7 +180,7 @@ def stored_run(model_dir: str | os.PathLike) -> tuple[DiffWaveConfig | None, Tra
     root = Path(model_dir)
     config = settings = None
     if (root / CONFIG_FILE).is_file():
-        config = DiffWaveConfig.from_json((root / CONFIG_FILE).read_text())
+        config = stored_config(json.loads((root / CONFIG_FILE).read_text()))
     if (root / SETTINGS_FILE).is_file():
         settings = TrainingSettings.from_dict(json.loads((root / SETTINGS_FILE).read_text()))
     return config, settings
@@ -545,7 +551,7 @@ class Trainer:
         s, config = self.settings, self.config
         count = min(s.val_vocode_clips, len(self.val_clips))
         max_samples = int(s.val_vocode_seconds * config.sample_rate)
-        convention = config.mel_convention()
+        convention = config.mel
         stoi = _optional_stoi() if self.vocoder.conditional else None
         scores: dict[str, list[float]] = {"validation/logmel_l1": [], "validation/stoi": []}
         for i in range(count):
