@@ -31,7 +31,8 @@ def _benchmark():
 
 @pytest.fixture(scope="session")
 def speech(tmp_path_factory) -> list[np.ndarray]:
-    """The benchmark's corpus (8 clips, seed 1), so the held values are the README's."""
+    """The benchmark's corpus (8 clips, seed 1), so the held values are those of benchmarks/README.md,
+    "Mel adapter accuracy"."""
     corpus = make_speech_corpus(tmp_path_factory.mktemp("adapter-speech"), clips=8, seed=1)
     return [soundfile.read(str(w), dtype="float32")[0] for w in sorted((corpus / "wavs").glob("*.wav"))]
 
@@ -237,7 +238,8 @@ def test_nnls_method_is_exact_nonnegative_least_squares(speech):
     by_pinv = get_adapter("tacotron2")(mel)
     direct = compute_mel(speech[6][:22050])
     assert by_nnls.shape == direct.shape and np.all(np.isfinite(by_nnls))
-    # Both land within a few dB on average; pinv is the default because it is closer (see README).
+    # Both land within a few dB on average; pinv is the default because it is closer
+    # (benchmarks/README.md, "Mel adapter accuracy").
     assert np.abs(by_pinv - direct).mean() < np.abs(by_nnls - direct).mean() < 0.05
 
 
@@ -283,7 +285,8 @@ def test_vocode_takes_a_torch_layout_mel_through_a_named_adapter(small_vocoder, 
 
 # --- accuracy on real speech, held at the values measured by benchmarks/adapter_accuracy.py -----
 
-# name: (mean dB, p99 dB, mean dB within the source's band) on 8 clips of corpus seed 1 (README table).
+# name: (mean dB, p99 dB, mean dB within the source's band) on 8 clips of corpus seed 1
+# (benchmarks/README.md, "Mel adapter accuracy").
 MEASURED = {
     "lmnt": (0.0, 0.0, 0.0),
     "tacotron2": (1.98, 27.81, 0.80),
