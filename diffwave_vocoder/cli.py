@@ -239,14 +239,14 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
     from .io.audio import load_audio
     from .features.mel import compute_mel
     from .config import DiffWaveConfig
-    from .vocoder import Vocoder
+    from .vocoder_format import read_checkpoint
 
     if args.model and args.mel_convention:
         raise CLIError("give --model or --mel-convention, not both")
     if args.mel_convention:
         convention = _mel_convention(args.mel_convention)
     else:
-        convention = Vocoder.load(args.model).mel_convention if args.model else DiffWaveConfig().mel
+        convention = read_checkpoint(args.model)[0].mel if args.model else DiffWaveConfig().mel
     root = Path(args.data_dir)
     if not root.is_dir():
         raise CLIError(f"not a directory: {root}")
@@ -314,8 +314,10 @@ def cmd_corpus(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
+    from .pretrained import preset_path
+    from .vocoder_format import describe_checkpoint
 
-    info = _load_model(args.model).info()
+    info = describe_checkpoint(args.model or preset_path())
     if args.json:
         print(json.dumps(info, indent=2))
         return
@@ -509,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="use this checkpoint's mel convention (default: the reference's)")
     p.add_argument("--mel-convention", metavar="NAME_OR_JSON", help=_MEL_CONVENTION_HELP)
     p.add_argument("--resample", action="store_true", help="resample files at another rate instead of failing")
-    p.set_defaults(func=cmd_preprocess)
+    p.set_defaults(func=cmd_preprocess, tensorflow=False)  # the mel front end is NumPy
 
     p = commands.add_parser("corpus", help="make an LJSpeech-layout speech corpus with espeak-ng, flite and "
                                            "festival (for training and evaluation without downloads)")
@@ -523,12 +525,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw no sentence that this corpus (e.g. the training set) holds; repeatable")
     p.add_argument("--overwrite", action="store_true", help="replace an existing corpus directory")
     p.add_argument("--list-voices", action="store_true", help="list the voices and whether each is installed")
-    p.set_defaults(func=cmd_corpus)
+    p.set_defaults(func=cmd_corpus, tensorflow=False)
 
     p = commands.add_parser("info", help="sizes, parameter count, mel convention and provenance of a checkpoint")
     p.add_argument("model", nargs="?", help="checkpoint directory (default: the vocoder shipped in the package)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_info)
+    p.set_defaults(func=cmd_info, tensorflow=False)  # read from the files, no model built
 
     p = commands.add_parser("plugins", help="registered vocoders and mel adapters, with their distributions")
     p.set_defaults(func=cmd_plugins, tensorflow=False)  # listing plugins imports no model code

@@ -1,10 +1,7 @@
-"""The `Vocoder` a TTS pipeline calls, and the checkpoint format it is saved in.
+"""The `Vocoder` a TTS pipeline calls, saved as a checkpoint directory (`vocoder_format`).
 
-A checkpoint is a directory: `config.json` (model sizes, mel convention and schedules, readable by
-humans), `model.weights.h5` (Keras weights) and `metadata.json` (format version, provenance).
 Loading rebuilds the model from the config and reads the weights; nothing in it is executed.
-Format version 2 stores the whole mel convention nested in the config; version 1 checkpoints (flat
-mel fields) still load, and saving them again writes version 2.
+Saving a version 1 checkpoint again writes version 2.
 """
 from __future__ import annotations
 
@@ -22,18 +19,14 @@ from .io.atomic import atomic_directory
 from .features.input_layout import as_mel_list, check_weights_fit
 from .features.mel import MelConvention
 from .model import build_model
-from .config import DiffWaveConfig, stored_config
+from .config import DiffWaveConfig
 from .sampler import InferenceOptions, Sampler
 from .schedule import Steps, resolve_schedule
+from .vocoder_format import (CONFIG_FILE, FORMAT_NAME, FORMAT_VERSION, METADATA_FILE, WEIGHTS_FILE, description,
+                             read_checkpoint)
 
 if TYPE_CHECKING:
     from .stream import StreamKernels, StreamSession
-
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.weights.h5"
-METADATA_FILE = "metadata.json"
-FORMAT_NAME = "diffwave-vocoder"
-FORMAT_VERSION = 2
 
 Seed = Union[int, Sequence[int], None]
 MelInput = Any  # numpy array, tf.Tensor, torch tensor, or a list of them
@@ -195,12 +188,7 @@ class Vocoder:
 
     def info(self) -> dict[str, Any]:
         """Sizes, parameter count, mel convention and schedules, for people and the `info` command."""
-        return {
-            "parameters": int(self.model.count_params()),
-            "config": self.config.to_dict(),
-            "receptive_field": self.config.receptive_field,
-            "metadata": self.metadata,
-        }
+        return description(self.config, self.metadata, int(self.model.count_params()))
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the checkpoint directory atomically (a crash never leaves a half-written one)."""
@@ -215,27 +203,9 @@ class Vocoder:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Vocoder":
         """Read a checkpoint directory written by `save` (or by conversion or training export)."""
-        root = Path(path)
-        if not root.exists():
-            raise ValueError(f"checkpoint not found: {root}")
-        if not root.is_dir() or not (root / CONFIG_FILE).is_file():
-            raise ValueError(f"not a diffwave-vocoder checkpoint: {root} (expected a directory with "
-                             f"{CONFIG_FILE} and {WEIGHTS_FILE}; convert PyTorch .pt files with "
-                             "`diffwave-vocoder convert`)")
-        try:
-            config = stored_config(json.loads((root / CONFIG_FILE).read_text()))
-            metadata = json.loads((root / METADATA_FILE).read_text()) if (root / METADATA_FILE).exists() else {}
-        except (json.JSONDecodeError, TypeError, ValueError) as error:
-            raise ValueError(f"unreadable checkpoint config in {root}: {error}") from None
-        if metadata.get("format", FORMAT_NAME) != FORMAT_NAME or metadata.get("format_version", 1) > FORMAT_VERSION:
-            raise ValueError(f"{root} holds format {metadata.get('format')} v{metadata.get('format_version')}; "
-                             f"this version reads {FORMAT_NAME} up to v{FORMAT_VERSION}")
-        for key in ("format", "format_version", "package_version"):
-            metadata.pop(key, None)
+        config, metadata = read_checkpoint(path)
         model = build_model(config)
-        weights = root / WEIGHTS_FILE
-        if not weights.is_file():
-            raise ValueError(f"checkpoint {root} has no {WEIGHTS_FILE}")
+        weights = Path(path) / WEIGHTS_FILE
         check_weights_fit(model, weights)
         try:
             model.load_weights(weights)

@@ -110,6 +110,32 @@ def test_info_shows_sizes_and_the_whole_convention(small_checkpoint, tmp_path):
         assert field in mel_line
 
 
+def test_info_and_preprocess_start_no_tensorflow(small_checkpoint, speech_corpus, tmp_path):
+    """The quick commands read files: no TensorFlow start-up, and the same answers as the loaded model."""
+    from diffwave_vocoder import Vocoder
+    from diffwave_vocoder.features.mel import compute_mel
+
+    data = tmp_path / "speech"
+    data.mkdir()
+    wav = sorted((speech_corpus / "wavs").glob("*.wav"))[0]
+    (data / wav.name).write_bytes(wav.read_bytes())
+    code = ("import json, sys; from diffwave_vocoder.cli import main; "
+            f"main(['info', '--json', {str(small_checkpoint)!r}]); "
+            f"main(['preprocess', '--model', {str(small_checkpoint)!r}, {str(data)!r}]); "
+            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert json.loads(lines[-1]) == []
+    info = json.loads("\n".join(lines[:lines.index("}") + 1]))
+    vocoder = Vocoder.load(small_checkpoint)
+    assert info == json.loads(json.dumps(vocoder.info()))
+    assert info["parameters"] == vocoder.model.count_params()
+    audio, _ = load_audio(wav)
+    cached = np.load(data / (wav.name + ".spec.npy"))
+    np.testing.assert_allclose(cached.T, compute_mel(audio, vocoder.mel_convention), atol=1e-6)
+
+
 def test_errors_are_one_line_and_leave_no_output(tmp_path, small_checkpoint):
     out = tmp_path / "never.wav"
     assert_one_line_error(run_cli("vocode", "--model", tmp_path / "nope", tmp_path / "m.npy", "-o", out),
