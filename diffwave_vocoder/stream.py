@@ -32,6 +32,9 @@ from .schedule import Schedule
 
 # Length used while an utterance's end is not yet known: every position received is valid.
 _UNKNOWN_END = 1 << 30
+# With the whole mel known, each pass after the first is twice the one before, up to this many blocks:
+# fewer passes (less start-up per level and per call) while the first block comes as soon as before.
+MAX_PASS_BLOCKS = 8
 
 
 def lookahead_frames(config: DiffWaveConfig, schedule: Schedule) -> int:
@@ -110,6 +113,8 @@ class StreamSession:
 
     Audio is returned in passes of at least `block_frames` frames' worth of samples (fewer passes,
     less overhead per sample), so up to that many frames more than `lookahead_frames` may be held.
+    `Vocoder.stream`, which has the whole mel, grows its passes after the first up to
+    `MAX_PASS_BLOCKS` blocks.
     """
 
     def __init__(self, kernels: StreamKernels, schedule: Schedule, seed: int, block_frames: int):
@@ -124,8 +129,10 @@ class StreamSession:
         self._n_mels = sampler.config.n_mels
         self._d = sampler.network.receptive_field
         self._max_tile = sampler.network.chunk_length
-        # Samples level 1 moves in one pass at most: the start-up wavefront plus four chunks or a block.
-        self._pass_limit = len(schedule) * self._d + max(self.block_frames * self._hop, 4 * self._max_tile)
+        # Samples level 1 moves in one pass at most: the start-up wavefront plus four chunks or the
+        # largest block.
+        self._pass_limit = len(schedule) * self._d + max(MAX_PASS_BLOCKS * self.block_frames * self._hop,
+                                                         4 * self._max_tile)
         levels = len(schedule)
         self._inputs = [np.zeros(self._d, np.float32) for _ in range(levels)]  # samples [pos - D, ...)
         self._positions = [0] * levels  # each level's input frontier
@@ -179,15 +186,18 @@ class StreamSession:
 
     def _run(self, mel: np.ndarray) -> Iterator[np.ndarray]:
         """All frames known from the start (`Vocoder.stream`): one pass per block, the first one T x D
-        samples further (each pass moves every level as far as it can, so the last one flushes the rest)."""
+        samples further, each later one twice the one before up to MAX_PASS_BLOCKS blocks (each pass
+        moves every level as far as it can, so the last one flushes the rest)."""
         self._frames, self._received = np.asarray(mel, np.float32), len(mel)
         self._length = len(mel) * self._hop
         end = self._length + self._d
         block = self.block_frames * self._hop
+        largest = MAX_PASS_BLOCKS * block
         # The first pass reaches just far enough for the last level to make a block final.
         target = len(self._schedule) * self._d + block
         while self._positions[0] < end:
             audio = self._advance(min(target, end))
+            block = min(2 * block, largest)
             target = self._positions[0] + block
             if audio.size:
                 yield audio

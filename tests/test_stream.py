@@ -9,7 +9,7 @@ from diffwave_vocoder import DiffWaveConfig, Vocoder
 from diffwave_vocoder.chunking import MEL_MARGIN_FRAMES
 from diffwave_vocoder.sampler import InferenceOptions
 from diffwave_vocoder.schedule import resolve_schedule
-from diffwave_vocoder.stream import lookahead_frames
+from diffwave_vocoder.stream import MAX_PASS_BLOCKS, lookahead_frames
 from helpers import audible_vocoder
 
 # Receptive field 1 + 2 + ... + 512 + 1 + 2 = 1026 samples per side, four frames: with 6 steps the
@@ -66,10 +66,21 @@ def test_stream_equals_vocode_for_every_schedule_across_chunks(wide, steps):
     assert_exact(np.concatenate(blocks), expected)
 
 
+def test_stream_passes_grow_after_the_first_block(wide):
+    """The first block comes after one block's pass, as with fixed passes; later passes double up to
+    MAX_PASS_BLOCKS blocks, and the last flushes what is left."""
+    m = mel(300, 5)
+    block = 5 * wide.hop_length
+    sizes = [len(b) for b in wide.stream(m, seed=2, block_frames=5)]
+    growing = [min(2 ** k, MAX_PASS_BLOCKS) * block for k in range(len(sizes) - 1)]
+    assert sizes[:-1] == growing and sizes[-1] > 0 and len(sizes) > MAX_PASS_BLOCKS.bit_length() + 1
+    assert sum(sizes) == len(m) * wide.hop_length
+
+
 def test_full_schedule_streams_in_many_blocks(small_vocoder):
     m = mel(40, 7)
-    blocks = list(small_vocoder.stream(m, steps="full", seed=3, block_frames=2))
-    assert len(blocks) > 10
+    blocks = list(small_vocoder.stream(m, steps="full", seed=3, block_frames=1))
+    assert len(blocks) > 6  # passes of 1, 2, 4, then 8 frames over 40
     assert_exact(np.concatenate(blocks), small_vocoder.vocode(m, steps="full", seed=3))
 
 
