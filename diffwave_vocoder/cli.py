@@ -233,12 +233,8 @@ def cmd_resynth(args: argparse.Namespace) -> None:
 
 
 def cmd_preprocess(args: argparse.Namespace) -> None:
-    import numpy as np
-
-    from .io.atomic import atomic_file
-    from .io.audio import load_audio
-    from .features.mel import compute_mel
     from .config import DiffWaveConfig
+    from .training.data import MEL_RECORD_NAME, write_mel_caches
     from .vocoder_format import read_checkpoint
 
     if args.model and args.mel_convention:
@@ -250,24 +246,15 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
     root = Path(args.data_dir)
     if not root.is_dir():
         raise CLIError(f"not a directory: {root}")
-    wavs = sorted(root.rglob("*.wav"))
-    if not wavs:
-        raise CLIError(f"no .wav files under {root}")
-    failed = []
-    for wav in wavs:
-        try:
-            audio, rate = load_audio(wav, convention.sample_rate, resample=args.resample)
-            mel = compute_mel(audio, convention, sample_rate=rate)
-        except ValueError as error:
-            failed.append(wav)
-            print(f"warning: skipped {wav}: {error}", file=sys.stderr)
-            continue
-        # Same name and (n_mels, frames) layout as the reference's preprocess.py.
-        with atomic_file(f"{wav}.spec.npy", suffix=".npy") as tmp:
-            np.save(tmp, mel.T)
-    print(f"wrote {len(wavs) - len(failed)} mel files under {root}")
+    try:
+        written, failed = write_mel_caches(root, convention, resample=args.resample)
+    except ValueError as error:
+        raise CLIError(str(error)) from None
+    for wav, error in failed:
+        print(f"warning: skipped {wav}: {error}", file=sys.stderr)
+    print(f"wrote {written} mel files under {root} and their convention in {root / MEL_RECORD_NAME}")
     if failed:
-        raise CLIError(f"{len(failed)} of {len(wavs)} files could not be processed (see warnings above)")
+        raise CLIError(f"{len(failed)} of {written + len(failed)} files could not be processed (see warnings above)")
 
 
 def _mel_convention(spec: str):
@@ -506,7 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "files) or globs")
     p.set_defaults(func=cmd_resynth)
 
-    p = commands.add_parser("preprocess", help="write X.wav.spec.npy mels next to every wav (reference layout)")
+    p = commands.add_parser("preprocess", help="write X.wav.spec.npy mels next to every wav (reference layout) "
+                                               "and DATA_DIR/mel_convention.json, their convention")
     p.add_argument("data_dir", help="directory searched recursively for .wav files")
     p.add_argument("--model", help="use this checkpoint's mel convention (default: the reference's)")
     p.add_argument("--mel-convention", metavar="NAME_OR_JSON", help=_MEL_CONVENTION_HELP)

@@ -55,6 +55,7 @@ def test_preprocess_writes_reference_named_mels_and_reports_bad_files(tmp_path, 
     for i, wav in enumerate(wavs):
         (data / "sub" / f"{i}.wav").write_bytes(wav.read_bytes())
     (data / "broken.wav").write_bytes(b"RIFF not really a wav")
+    np.save(data / "broken.wav.spec.npy", np.zeros((80, 3), np.float32))  # a cache from before it broke
     result = run_cli("preprocess", data)
     assert result.returncode == 1
     assert "broken.wav" in result.stderr
@@ -62,7 +63,7 @@ def test_preprocess_writes_reference_named_mels_and_reports_bad_files(tmp_path, 
         spec = np.load(data / "sub" / f"{i}.wav.spec.npy")
         audio, _ = load_audio(wav)
         assert spec.shape == (80, 1 + len(audio) // 256)
-    assert not (data / "broken.wav.spec.npy").exists()
+    assert not (data / "broken.wav.spec.npy").exists()  # no stale mel stays under the new record
 
 
 def test_preprocess_writes_mels_in_the_named_or_json_convention(tmp_path, speech_corpus):
@@ -81,6 +82,8 @@ def test_preprocess_writes_mels_in_the_named_or_json_convention(tmp_path, speech
     (tmp_path / "mel.json").write_text(json.dumps(custom.to_dict()))
     assert run_cli("preprocess", data, "--mel-convention", tmp_path / "mel.json").returncode == 0
     np.testing.assert_allclose(np.load(data / "a.wav.spec.npy"), compute_mel(audio, custom).T, atol=1e-5)
+    assert json.loads((data / "mel_convention.json").read_text()) == {"mel_convention": custom.to_dict(),
+                                                                      "complete": True}
 
 
 def test_a_bad_mel_convention_is_a_one_line_error(tmp_path, speech_corpus):

@@ -1,15 +1,19 @@
 """Training data: discovery, skipping and errors, exact crops and mels, and order keyed by the example index."""
 from __future__ import annotations
 
+import json
 import logging
 import shutil
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 
 from diffwave_vocoder.io.audio import find_wavs
-from diffwave_vocoder.training.data import ClipSet, evaluation_dataset, example_indices, make_dataset
+from diffwave_vocoder.training.data import (MEL_RECORD_NAME, ClipSet, evaluation_dataset, example_indices,
+                                            make_dataset)
 from diffwave_vocoder.adapters.conventions import CONVENTIONS
 from diffwave_vocoder.features.mel import MelConvention, compute_mel
 from diffwave_vocoder.config import DiffWaveConfig
@@ -175,6 +179,88 @@ def test_preprocess_cache_is_used_and_equals_on_the_fly_mels(tones, caplog):
         rescanned = ClipSet.scan(tones, CONFIG, crop_frames=62)
     assert stale.name in caplog.text and "expected (80, " in caplog.text
     assert rescanned.clips[0].mel_cache is None
+
+
+def preprocess(data, *options):
+    from diffwave_vocoder.cli import main
+
+    assert main(["preprocess", str(data), *options]) == 0
+
+
+TACOTRON2 = CONFIG.with_mel(CONVENTIONS["tacotron2"]())
+
+
+def test_caches_of_another_convention_are_ignored_with_one_warning_naming_the_differences(tones, caplog):
+    preprocess(tones, "--mel-convention", "tacotron2")
+    record = json.loads((tones / MEL_RECORD_NAME).read_text())
+    assert record == {"mel_convention": CONVENTIONS["tacotron2"]().to_dict(), "complete": True}
+    wav = tones / "clip3.wav"
+    # Tacotron 2's mels have lmnt's shape: only the record tells them apart.
+    assert np.load(f"{wav}.spec.npy").shape == (80, CONFIG.mel.frames_for(len(read(wav))))
+    with caplog.at_level(logging.WARNING):
+        clips = ClipSet.scan(tones, CONFIG, crop_frames=62)
+    assert all(c.mel_cache is None for c in clips.clips)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "ignoring the mel caches of 3 clip(s)" in warnings[0]
+    assert "fmin=0.0 (cache) vs 20.0 (run)" in warnings[0] and "compression='log' (cache) vs 'lmnt' (run)" in warnings[0]
+    assert "hop_length" not in warnings[0]  # only the fields that differ
+    assert f"preprocess {tones} --mel-convention lmnt" in warnings[0]
+    computed = ClipSet.scan(tones, CONFIG, crop_frames=62, use_mel_cache=False)
+    for k in range(6):
+        for got, want in zip(clips.example(k), computed.example(k)):
+            np.testing.assert_array_equal(got, want)
+    index = [c.path for c in clips.clips].index(wav)
+    np.testing.assert_array_equal(clips.load(index)[1], compute_mel(read(wav), MelConvention()))
+    # A data path below the preprocessed directory is governed by the same record.
+    assert all(c.mel_cache is None for c in ClipSet.scan(tones / "a", CONFIG, crop_frames=62).clips)
+
+
+def test_caches_whose_record_names_the_run_convention_are_used(tones):
+    preprocess(tones, "--mel-convention", "tacotron2")
+    clips = ClipSet.scan(tones, TACOTRON2, crop_frames=62)
+    assert all(c.mel_cache is not None for c in clips.clips)
+    marked = clips.clips[clips.clip_index(0)].mel_cache
+    np.save(marked, np.full(np.load(marked).shape, 0.25, np.float32))
+    audio, mel = clips.example(0)
+    assert mel.shape == (62, 80) and np.all(mel == 0.25)
+
+
+def test_without_a_record_caches_of_the_right_shape_are_used_as_before(tones):
+    preprocess(tones, "--mel-convention", "tacotron2")
+    (tones / MEL_RECORD_NAME).unlink()  # as the reference's preprocess.py or an older version leaves them
+    clips = ClipSet.scan(tones, CONFIG, crop_frames=62)
+    assert all(c.mel_cache is not None for c in clips.clips)
+    wav = clips.clips[0].path
+    np.testing.assert_allclose(clips.load(0)[1], compute_mel(read(wav), CONVENTIONS["tacotron2"]()), atol=1e-5)
+
+
+def test_the_nearest_record_governs_and_preprocess_replaces_the_records_below_it(tones, caplog):
+    preprocess(tones)
+    preprocess(tones / "a", "--mel-convention", "tacotron2")
+    with caplog.at_level(logging.WARNING):
+        clips = ClipSet.scan(tones, CONFIG, crop_frames=8)
+    used = {c.path.relative_to(tones).as_posix(): c.mel_cache is not None for c in clips.clips}
+    assert used == {"a/b/clip1.wav": False, "a/clip0.wav": False, "c/clip2.wav": True, "clip3.wav": True}
+    assert f"ignoring the mel caches of 2 clip(s) under {tones / 'a'}" in caplog.text
+    preprocess(tones)
+    assert [p.relative_to(tones) for p in tones.rglob(MEL_RECORD_NAME)] == [Path(MEL_RECORD_NAME)]
+    assert all(c.mel_cache is not None for c in ClipSet.scan(tones, CONFIG, crop_frames=8).clips)
+
+
+def test_an_unfinished_or_unreadable_record_keeps_its_caches_out(tones, caplog):
+    preprocess(tones)
+    record = tones / MEL_RECORD_NAME
+    # What preprocess leaves when it is killed while writing the caches.
+    record.write_text(json.dumps({"mel_convention": CONFIG.mel.to_dict(), "complete": False}))
+    with caplog.at_level(logging.WARNING):
+        assert all(c.mel_cache is None for c in ClipSet.scan(tones, CONFIG, crop_frames=8).clips)
+    assert "did not finish" in caplog.text
+    caplog.clear()
+    record.write_text("{")
+    with caplog.at_level(logging.WARNING):
+        assert all(c.mel_cache is None for c in ClipSet.scan(tones, CONFIG, crop_frames=8).clips)
+    assert f"record {record} is unreadable" in caplog.text
 
 
 def test_each_epoch_visits_every_clip_once_in_a_new_order(tones):

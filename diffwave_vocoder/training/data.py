@@ -9,10 +9,17 @@ batch split over replicas, sees exactly the examples an uninterrupted single-dev
 Mels come from the `diffwave-vocoder preprocess` cache (`X.wav.spec.npy`, the reference's
 (n_mels, frames) layout) when present, else they are computed on the fly from the crop's own
 window of audio (the same frames the whole-file mel would have). Only the crop is read from disk.
+
+`preprocess DIR` also writes `DIR/mel_convention.json`, the record of the convention its caches
+are in. A wav's caches are governed by the nearest record in its folder or a folder above it:
+they are used only when that record is complete and names the run's convention. Without any
+record (caches of the reference's preprocess.py or of older versions) a cache is used when its
+shape fits, as the reference does.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -23,13 +30,17 @@ from typing import Sequence
 import numpy as np
 import soundfile
 
+from ..adapters.conventions import CONVENTIONS
 from ..config import DiffWaveConfig
 from ..features.mel import MelConvention, compute_mel
-from ..io.audio import find_wavs
+from ..io.atomic import atomic_file
+from ..io.audio import find_wavs, load_audio
 
 log = logging.getLogger(__name__)
 
 SPEC_SUFFIX = ".spec.npy"
+# Written by `preprocess DIR` at DIR: which convention the caches below DIR are in.
+MEL_RECORD_NAME = "mel_convention.json"
 # Domains that keep the independent random streams of one example apart.
 _EPOCH_ORDER, _CROP, _STEP, _NOISE, _EVAL = 1, 2, 3, 4, 5
 
@@ -58,6 +69,92 @@ def _cached_mel_path(path: Path, convention: MelConvention, frames: int, n_mels:
                     "computing mels on the fly (rerun `diffwave-vocoder preprocess`)", cache, shape, n_mels, frames)
         return None
     return cache
+
+
+def _write_mel_record(directory: Path, convention: MelConvention, complete: bool) -> None:
+    with atomic_file(directory / MEL_RECORD_NAME) as tmp:
+        tmp.write_text(json.dumps({"mel_convention": convention.to_dict(), "complete": complete}, indent=1) + "\n")
+
+
+def write_mel_caches(root: str | os.PathLike, convention: MelConvention,
+                     resample: bool = False) -> tuple[int, list[tuple[Path, str]]]:
+    """Cache the mel of every wav below `root` as `X.wav.spec.npy` and record the convention.
+
+    Returns (caches written, [(wav, why it failed)]). The order keeps a crash safe: first the
+    record at root says its caches are being rewritten (so no record above still vouches for
+    them), then the records below root, which these caches supersede, are removed, then the
+    caches are written (a failed wav loses its old cache) and last the record says they are done.
+    """
+    root = Path(root)
+    wavs = sorted(root.rglob("*.wav"))
+    if not wavs:
+        raise ValueError(f"no .wav files under {root}")
+    _write_mel_record(root, convention, complete=False)
+    for record in root.rglob(MEL_RECORD_NAME):
+        if record.parent != root:
+            record.unlink()
+    failed = []
+    for wav in wavs:
+        cache = Path(f"{wav}{SPEC_SUFFIX}")
+        try:
+            audio, rate = load_audio(wav, convention.sample_rate, resample=resample)
+            mel = compute_mel(audio, convention, sample_rate=rate)
+        except ValueError as error:
+            failed.append((wav, str(error)))
+            cache.unlink(missing_ok=True)
+            continue
+        with atomic_file(cache, suffix=".npy") as tmp:
+            np.save(tmp, mel.T)  # the reference preprocess.py's name and (n_mels, frames) layout
+    _write_mel_record(root, convention, complete=True)
+    return len(wavs) - len(failed), failed
+
+
+def _nearest_mel_record(folder: Path, found: dict[Path, Path | None]) -> Path | None:
+    """The mel record in `folder` or the nearest folder above it; `found` remembers folders seen."""
+    walked = []
+    record = None
+    for directory in (folder, *folder.parents):
+        if directory in found:
+            record = found[directory]
+            break
+        walked.append(directory)
+        if (directory / MEL_RECORD_NAME).is_file():
+            record = directory / MEL_RECORD_NAME
+            break
+    for directory in walked:
+        found[directory] = record
+    return record
+
+
+def _show(value) -> str:
+    """A convention field for a message: long statistics vectors shortened to their length."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_show(v)}" for k, v in value.items()) + "}"
+    return f"<{len(value)} values>" if isinstance(value, list) and len(value) > 8 else repr(value)
+
+
+def _mel_record_problem(record: Path, convention: MelConvention) -> str | None:
+    """Why the caches under a mel record must not be used for `convention` (None: they may)."""
+    try:
+        data = json.loads(record.read_text())
+        recorded = MelConvention.from_dict(data["mel_convention"])
+        complete = data["complete"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        return f"their record {record} is unreadable ({error})"
+    if complete is not True:
+        return f"the `preprocess` that wrote them did not finish (record {record})"
+    if recorded == convention:
+        return None
+    cached, wanted = recorded.to_dict(), convention.to_dict()
+    fields = ", ".join(f"{name}={_show(cached[name])} (cache) vs {_show(wanted[name])} (run)"
+                       for name in wanted if cached[name] != wanted[name])
+    return f"they are in another mel convention than this run's (record {record}: {fields})"
+
+
+def _preprocess_hint(directory: Path, convention: MelConvention) -> str:
+    name = next((name for name, make in CONVENTIONS.items() if make() == convention), None)
+    option = f"--mel-convention {name}" if name else "--mel-convention FILE.json (this run's MelConvention fields)"
+    return f"re-run `diffwave-vocoder preprocess {directory} {option}` to cache this run's mels"
 
 
 def crop_lengths(config: DiffWaveConfig, crop_frames: int, crop_samples: int | None) -> tuple[int, int]:
@@ -112,6 +209,9 @@ class ClipSet:
         conditional = not config.unconditional
         crop, min_samples = crop_lengths(config, crop_frames, crop_samples)
         clips, short, unreadable, wrong_rate = [], 0, [], []
+        records: dict[Path, Path | None] = {}
+        problems: dict[Path, str | None] = {}  # per record: why its caches are ignored
+        ignored: dict[Path, int] = {}  # per ignored record: clips it governs
         for path in paths:
             try:
                 info = soundfile.info(str(path))
@@ -125,10 +225,21 @@ class ClipSet:
             if info.frames < min_samples:
                 short += 1
                 continue
-            frames = convention.frames_for(info.frames)
-            cache = _cached_mel_path(path, convention, frames, config.n_mels) if (
-                use_mel_cache and conditional) else None
+            cache = None
+            if use_mel_cache and conditional:
+                record = _nearest_mel_record(path.absolute().parent, records)
+                if record is not None and record not in problems:
+                    problems[record] = _mel_record_problem(record, convention)
+                if record is not None and problems[record] is not None:
+                    ignored[record] = ignored.get(record, 0) + 1
+                else:
+                    frames = convention.frames_for(info.frames)
+                    cache = _cached_mel_path(path, convention, frames, config.n_mels)
             clips.append(Clip(path, int(info.frames), cache))
+        for record, count in ignored.items():
+            log.warning("%s: ignoring the mel caches of %d clip(s) under %s: %s; computing mels from audio "
+                        "instead (%s)", name, count, record.parent, problems[record],
+                        _preprocess_hint(record.parent, convention))
         if wrong_rate:
             path, rate = wrong_rate[0]
             raise ValueError(
@@ -388,5 +499,5 @@ def evaluation_dataset(clips: ClipSet, batch_size: int, max_steps: int) -> "tf.d
                         evaluation=True, drop_remainder=False)
 
 
-__all__ = ["Clip", "ClipSet", "mel_window", "example_indices", "make_dataset",
+__all__ = ["Clip", "ClipSet", "MEL_RECORD_NAME", "write_mel_caches", "mel_window", "example_indices", "make_dataset",
            "evaluation_dataset"]
