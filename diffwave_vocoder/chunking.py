@@ -295,8 +295,8 @@ class ChunkedNetwork:
             valid = (positions >= 0) & (positions < tf.expand_dims(lengths, 0))
             h = (x_window + diffusion[layer]) * tf.expand_dims(tf.cast(valid, tf.float32), -1)
             conditioner = None if mel_window is None else mel_window[d_total - lag:d_total - lag + tile]
-            x, layer_skip = residual_layer(w, h, x_window[d:d + tile], conditioner, d, time_axis=0)
-            skip = layer_skip + skip_window[:tile]
+            x, skip = residual_layer(w, h, x_window[d:d + tile], conditioner, d, time_axis=0,
+                                     skip_sum=skip_window[:tile])
         out = tf.reshape(skip, [tile * batch, c]) / math.sqrt(len(self.dilations))
         skip_kernel, skip_bias = weights.skip_projection
         out = tf.nn.relu(tf.nn.bias_add(tf.matmul(out, skip_kernel), skip_bias))

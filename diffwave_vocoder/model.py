@@ -111,19 +111,25 @@ def gated_unit(gate: tf.Tensor, filter_: tf.Tensor) -> tf.Tensor:
     return tf.sigmoid(gate) * tf.tanh(filter_)
 
 
-def residual_and_skip(weights: LayerWeights, gated: tf.Tensor, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def residual_and_skip(weights: LayerWeights, gated: tf.Tensor, x: tf.Tensor,
+                      skip_sum: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
     """The output projection of gated rows (N, C) split into residual and skip, for a layer with
-    residual input x (..., C) of N samples: ((x + residual) / sqrt(2), skip), both shaped as x."""
-    c = x.shape[-1] or tf.shape(x)[-1]
+    residual input x (..., C) of N samples: ((x + residual) / sqrt(2), skip), both shaped as x.
+    `skip_sum` (shaped as x), the earlier layers' skips, is added to the skip while it is still the
+    GEMM's (N, C) output, where oneDNN fuses the addition into the product."""
+    c = weights.residual_kernel.shape[-1]
     residual = tf.nn.bias_add(tf.matmul(gated, weights.residual_kernel), weights.residual_bias)
     residual = residual + tf.reshape(x, [-1, c])
     skip = tf.nn.bias_add(tf.matmul(gated, weights.skip_kernel), weights.skip_bias)
+    if skip_sum is not None:
+        skip = skip + tf.reshape(skip_sum, [-1, c])
     shape = tf.shape(x)
     return tf.reshape(residual, shape) / math.sqrt(2.0), tf.reshape(skip, shape)
 
 
 def residual_layer(weights: LayerWeights, window: tf.Tensor, x: tf.Tensor, conditioner: tf.Tensor | None,
-                   dilation: int, time_axis: int) -> tuple[tf.Tensor, tf.Tensor]:
+                   dilation: int, time_axis: int, skip_sum: tf.Tensor | None = None
+                   ) -> tuple[tf.Tensor, tf.Tensor]:
     """One gated residual layer of the reference: ((x + residual) / sqrt(2), skip), shaped as x.
 
     x: the layer's residual input, 3-D with time on `time_axis` (0: time-major (T, B, C), 1:
@@ -132,15 +138,15 @@ def residual_layer(weights: LayerWeights, window: tf.Tensor, x: tf.Tensor, condi
     conditioner: the upsampled mel at x's samples, laid out as x, or None (unconditional). The
     dilated convolution and the conditioner projection are one GEMM per half (gate, filter) over
     the rows [h(t - d), h(t), h(t + d), mel(t)], each carrying its bias and activation.
+    skip_sum: the earlier layers' skips, returned added to this layer's (`residual_and_skip`), or None.
     """
     columns = dilated_taps(window, dilation, tf.shape(x)[time_axis], time_axis)
     if conditioner is not None:
         columns.append(conditioner)
-    taps = tf.concat(columns, -1)
-    taps = tf.reshape(taps, [tf.shape(x)[0] * tf.shape(x)[1], taps.shape[-1] or -1])
+    taps = tf.reshape(tf.concat(columns, -1), [-1, weights.gate_kernel.shape[0]])
     gated = gated_unit(tf.nn.bias_add(tf.matmul(taps, weights.gate_kernel), weights.gate_bias),
                        tf.nn.bias_add(tf.matmul(taps, weights.filter_kernel), weights.filter_bias))
-    return residual_and_skip(weights, gated, x)
+    return residual_and_skip(weights, gated, x, skip_sum)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
