@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job with the vocoder that ships in the package, about 1.5 minutes on 2 CPU cores (most of it
-# TensorFlow starting in each of the six commands):
+# The main job with the vocoder that ships in the package, about 45 seconds on 2 CPU cores (most of it
+# TensorFlow starting in the three commands that vocode; info, corpus and preprocess start none):
 # text -> speech synthesizer -> wav -> mel -> DiffWave -> wav, and how close the result is.
 #
 #   bash examples/quickstart.sh [OUT_DIR]
