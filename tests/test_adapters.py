@@ -286,7 +286,10 @@ def test_vocode_takes_a_torch_layout_mel_through_a_named_adapter(small_vocoder, 
 # --- accuracy on real speech, held at the values measured by benchmarks/adapter_accuracy.py -----
 
 # name: (mean dB, p99 dB, mean dB within the source's band) on 8 clips of corpus seed 1
-# (benchmarks/README.md, "Mel adapter accuracy").
+# (benchmarks/README.md, "Mel adapter accuracy"), drawn from every voice .ci/install provides (flite
+# slt/rms/awb/kal16, six espeak-ng variants, festival cmu_us_slt_arctic_hts/kal_diphone/ked_diphone)
+# with Debian 12's espeak-ng 1.51, flite 2.2, festival 2.5.0 and sox 14.4.2: other voices or versions
+# synthesise other wavs, and the margins may not hold.
 MEASURED = {
     "lmnt": (0.0, 0.0, 0.0),
     "tacotron2": (1.98, 27.81, 0.80),
