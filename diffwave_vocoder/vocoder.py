@@ -206,7 +206,7 @@ class Vocoder:
         config, metadata = read_checkpoint(path)
         model = build_model(config)
         weights = Path(path) / WEIGHTS_FILE
-        check_weights_fit(model, weights)
+        check_weights_fit([tuple(w.shape) for w in model.weights], weights)
         try:
             model.load_weights(weights)
         except (OSError, ValueError) as error:

@@ -9,11 +9,13 @@ json and h5py, so describing a checkpoint (`diffwave-vocoder info`) starts no Te
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 from .config import DiffWaveConfig, stored_config
+from .features.input_layout import check_weights_fit
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -47,6 +49,35 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[DiffWaveConfig, dict[str, 
     return config, metadata
 
 
+# The step embedding's two dense layers (model.EMBEDDING_DIM -> EMBEDDING_HIDDEN -> EMBEDDING_HIDDEN).
+_EMBEDDING_DIM, _EMBEDDING_HIDDEN = 128, 512
+
+
+def expected_weight_shapes(config: DiffWaveConfig) -> dict[str, tuple[int, ...]]:
+    """The Keras weight path and shape of every weight `model.build_model(config)` creates, known
+    without building it (a test holds the two equal), so a checkpoint can be checked without TensorFlow."""
+    c, e, h = config.residual_channels, _EMBEDDING_DIM, _EMBEDDING_HIDDEN
+    shapes = {"input_projection/kernel": (1, c), "input_projection/bias": (c,),
+              "diffusion_embedding/projection1/kernel": (e, h), "diffusion_embedding/projection1/bias": (h,),
+              "diffusion_embedding/projection2/kernel": (h, h), "diffusion_embedding/projection2/bias": (h,)}
+    if not config.unconditional:
+        for j, stride in enumerate(config.upsample_factors, 1):
+            shapes[f"spectrogram_upsampler/conv{j}/kernel"] = (2 * stride, 3, 1, 1)
+            shapes[f"spectrogram_upsampler/conv{j}/bias"] = (1,)
+    for i in range(config.residual_layers):
+        block = f"residual_block_{i}/"
+        shapes[block + "dilated_conv/kernel"], shapes[block + "dilated_conv/bias"] = (3, c, 2 * c), (2 * c,)
+        shapes[block + "diffusion_projection/kernel"] = (h, c)
+        shapes[block + "diffusion_projection/bias"] = (c,)
+        if not config.unconditional:
+            shapes[block + "conditioner_projection/kernel"] = (config.n_mels, 2 * c)
+            shapes[block + "conditioner_projection/bias"] = (2 * c,)
+        shapes[block + "output_projection/kernel"], shapes[block + "output_projection/bias"] = (c, 2 * c), (2 * c,)
+    shapes.update({"skip_projection/kernel": (c, c), "skip_projection/bias": (c,),
+                   "output_projection/kernel": (c, 1), "output_projection/bias": (1,)})
+    return shapes
+
+
 def description(config: DiffWaveConfig, metadata: dict[str, Any], parameters: int) -> dict[str, Any]:
     """Sizes, parameter count, mel convention, schedules and provenance, as `info` prints them."""
     return {"parameters": parameters, "config": config.to_dict(), "receptive_field": config.receptive_field,
@@ -54,16 +85,17 @@ def description(config: DiffWaveConfig, metadata: dict[str, Any], parameters: in
 
 
 def describe_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """`Vocoder.load(path).info()` without building the model: the parameters are counted in the
-    weights file (every stored variable, as Keras' count_params counts them)."""
+    """`Vocoder.load(path).info()` without building the model: the weights file is checked against
+    the shapes the config gives (`expected_weight_shapes`), whose sizes are the parameter count."""
     import h5py
 
     config, metadata = read_checkpoint(path)
     weights = Path(path) / WEIGHTS_FILE
-    sizes: list[int] = []
     try:
-        with h5py.File(weights, "r") as file:
-            file.visititems(lambda _, item: sizes.append(item.size) if isinstance(item, h5py.Dataset) else None)
+        with h5py.File(weights, "r"):
+            pass
     except OSError as error:
         raise ValueError(f"cannot read weights from {weights}: {error}") from None
-    return description(config, metadata, sum(sizes))
+    shapes = list(expected_weight_shapes(config).values())
+    check_weights_fit(shapes, weights)
+    return description(config, metadata, sum(math.prod(shape) for shape in shapes))

@@ -139,6 +139,19 @@ def test_info_and_preprocess_start_no_tensorflow(small_checkpoint, speech_corpus
     np.testing.assert_allclose(cached.T, compute_mel(audio, vocoder.mel_convention), atol=1e-6)
 
 
+def test_info_refuses_weights_of_another_model(small_checkpoint, tmp_path):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(small_checkpoint, other)
+    config = json.loads((other / "config.json").read_text())
+    config["residual_channels"] *= 2
+    (other / "config.json").write_text(json.dumps(config))
+    assert_one_line_error(run_cli("info", other), "do not fit the model its config.json describes")
+    (other / "model.weights.h5").write_bytes(b"not hdf5")
+    assert_one_line_error(run_cli("info", other), "cannot read weights from")
+
+
 def test_errors_are_one_line_and_leave_no_output(tmp_path, small_checkpoint):
     out = tmp_path / "never.wav"
     assert_one_line_error(run_cli("vocode", "--model", tmp_path / "nope", tmp_path / "m.npy", "-o", out),

@@ -120,3 +120,15 @@ def test_dilated_conv_trains_in_half_precision_on_this_device(dtype):
     reference, half = gradient(full), gradient(mixed)
     assert np.isfinite(half).all()
     assert np.abs(half - reference).max() <= 0.02 * np.abs(reference).max()
+
+
+@pytest.mark.parametrize("config", [
+    DiffWaveConfig(residual_channels=4, residual_layers=2, dilation_cycle_length=2),
+    DiffWaveConfig(residual_channels=8, residual_layers=3, dilation_cycle_length=3, unconditional=True),
+    DiffWaveConfig(residual_channels=4, residual_layers=2, upsample_factors=(8, 4),
+                   mel=DiffWaveConfig().mel.replace(hop_length=32, n_mels=40)),
+], ids=["conditional", "unconditional", "hop-32-40-mels"])
+def test_weight_shapes_known_without_tensorflow_are_the_models(config):
+    from diffwave_vocoder.vocoder_format import expected_weight_shapes
+
+    assert expected_weight_shapes(config) == {w.path: tuple(w.shape) for w in build_model(config).weights}

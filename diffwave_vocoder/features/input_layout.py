@@ -88,9 +88,10 @@ def check_value_range(mels: Sequence[np.ndarray], expected: tuple[float, float],
     return False
 
 
-def check_weights_fit(model: Any, path: Any) -> None:
-    """Raise ValueError if a Keras .weights.h5 file holds arrays of other shapes than `model`'s
-    weights (a config and weights from different models), before Keras reports it layer by layer."""
+def check_weights_fit(expected: Sequence[tuple[int, ...]], path: Any) -> None:
+    """Raise ValueError if a Keras .weights.h5 file holds arrays of other shapes than `expected`
+    (a model's weight shapes; a config and weights from different models), before Keras reports it
+    layer by layer."""
     import h5py
 
     shapes: list[tuple[int, ...]] = []
@@ -100,7 +101,7 @@ def check_weights_fit(model: Any, path: Any) -> None:
                             if isinstance(item, h5py.Dataset) else None)
     except OSError:
         return  # unreadable: loading reports it
-    expected = [tuple(w.shape) for w in model.weights]
+    expected = [tuple(shape) for shape in expected]
     if sorted(shapes) == sorted(expected):
         return
     count = lambda found: sum(int(np.prod(s)) for s in found)  # noqa: E731
