@@ -133,7 +133,8 @@ class Vocoder:
         """Vocode one mel as a sequence of float32 audio blocks, each yielded as soon as it is final;
         concatenated they equal `vocode(mel, steps, seed)`. The first block comes after a bounded
         amount of work that does not grow with the input's length (see `diffwave_vocoder.stream`).
-        `block_frames`: mel frames' worth of samples per pass (default `default_block_frames`).
+        `block_frames`: mel frames' worth of samples in the first block (default
+        `default_block_frames`); later blocks double, up to `stream.MAX_PASS_BLOCKS` times that.
         """
         if adapter is not None:
             mel, layout = self._adapt(mel, adapter, layout), "tf"
