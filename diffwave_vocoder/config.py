@@ -21,6 +21,9 @@ from .features.mel import MelConvention
 # The reference's training and fast-inference schedules (params.py, 0.1.7 and master).
 REFERENCE_NOISE_SCHEDULE: tuple[float, ...] = tuple(np.linspace(1e-4, 0.05, 50).tolist())
 REFERENCE_FAST_SCHEDULE: tuple[float, ...] = (0.0001, 0.001, 0.01, 0.05, 0.2, 0.5)
+# The step embedding's fixed sizes (the reference's): a 128-wide sinusoid table, two 512-wide dense layers.
+EMBEDDING_DIM = 128
+EMBEDDING_HIDDEN = 512
 
 
 def _default_upsample_factors(hop_length: int) -> tuple[int, int]:

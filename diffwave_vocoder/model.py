@@ -17,11 +17,9 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from .config import DiffWaveConfig
+from .config import EMBEDDING_DIM, EMBEDDING_HIDDEN, DiffWaveConfig
 
 PACKAGE = "diffwave_vocoder"
-EMBEDDING_DIM = 128
-EMBEDDING_HIDDEN = 512
 
 
 def step_embedding_table(max_steps: int) -> np.ndarray:
