@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .config import DiffWaveConfig, stored_config
+from .config import EMBEDDING_DIM, EMBEDDING_HIDDEN, DiffWaveConfig, stored_config
 from .features.input_layout import check_weights_fit
 
 CONFIG_FILE = "config.json"
@@ -49,14 +49,10 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[DiffWaveConfig, dict[str, 
     return config, metadata
 
 
-# The step embedding's two dense layers (model.EMBEDDING_DIM -> EMBEDDING_HIDDEN -> EMBEDDING_HIDDEN).
-_EMBEDDING_DIM, _EMBEDDING_HIDDEN = 128, 512
-
-
 def expected_weight_shapes(config: DiffWaveConfig) -> dict[str, tuple[int, ...]]:
     """The Keras weight path and shape of every weight `model.build_model(config)` creates, known
     without building it (a test holds the two equal), so a checkpoint can be checked without TensorFlow."""
-    c, e, h = config.residual_channels, _EMBEDDING_DIM, _EMBEDDING_HIDDEN
+    c, e, h = config.residual_channels, EMBEDDING_DIM, EMBEDDING_HIDDEN
     shapes = {"input_projection/kernel": (1, c), "input_projection/bias": (c,),
               "diffusion_embedding/projection1/kernel": (e, h), "diffusion_embedding/projection1/bias": (h,),
               "diffusion_embedding/projection2/kernel": (h, h), "diffusion_embedding/projection2/bias": (h,)}
@@ -76,6 +72,17 @@ def expected_weight_shapes(config: DiffWaveConfig) -> dict[str, tuple[int, ...]]
     shapes.update({"skip_projection/kernel": (c, c), "skip_projection/bias": (c,),
                    "output_projection/kernel": (c, 1), "output_projection/bias": (1,)})
     return shapes
+
+
+def total_training_steps(metadata: dict[str, Any]) -> int | None:
+    """The training steps behind a checkpoint, counting the checkpoints it was fine-tuned from: a run
+    started with `--init-from` adds its own steps to that checkpoint's. A converted checkpoint counts its
+    source's steps where known; None where nothing records them."""
+    if "training_step" not in metadata:
+        return metadata.get("source_step")
+    init = metadata.get("init_from")
+    earlier = total_training_steps(init["metadata"]) if init else None
+    return metadata["training_step"] + (earlier or 0)
 
 
 def description(config: DiffWaveConfig, metadata: dict[str, Any], parameters: int) -> dict[str, Any]:

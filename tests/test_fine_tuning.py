@@ -105,3 +105,23 @@ def test_cli_fine_tunes_from_a_checkpoint_with_its_config(speech_corpus, pretrai
     assert DiffWaveConfig.from_json((run / "config.json").read_text()) == TINY
     assert main(["train", str(tmp_path / "other"), str(speech_corpus), "--init-from", str(tmp_path / "missing")]) == 1
     assert "init checkpoint not found" in capsys.readouterr().err
+
+
+def test_steps_count_the_checkpoint_a_run_started_from(speech_corpus, pretrained, tmp_path):
+    from diffwave_vocoder.evaluation.evaluate import OURS, evaluate, evaluate_run
+    from diffwave_vocoder.vocoder_format import total_training_steps
+
+    run = tmp_path / "run"
+    result = Trainer(run, speech_corpus, settings=settings(max_steps=4, val_fraction=0.0,
+                                                           init_from=str(pretrained))).fit()
+    tuned = Vocoder.load(result.exported)
+    assert tuned.metadata["training_step"] == 4 and total_training_steps(tuned.metadata) == 6 + 4
+    clip = sorted((speech_corpus / "wavs").glob("*.wav"))[:1]
+    options = dict(metrics=["logmel_l1"], baseline=None, ground_truth=False, max_seconds=0.5, progress=False)
+    assert evaluate(tuned, clip, **options).summary()[0]["step"] == 10
+    report = evaluate_run(run, clip, **options)
+    # The init checkpoint is the curve's first point, at its own step; the run's checkpoints follow it.
+    assert [(e["system"], e["step"]) for e in report.summary()] == [(OURS, 6), (OURS, 8), (OURS, 10)]
+    assert report.settings["steps_before_run"] == 6 and report.settings["checkpoints"][0] == str(pretrained)
+    init_score = evaluate(Vocoder.load(pretrained), clip, **options).summary()[0]["logmel_l1"]
+    assert report.summary()[0]["logmel_l1"] == pytest.approx(init_score, rel=1e-5)

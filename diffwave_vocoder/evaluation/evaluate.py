@@ -41,6 +41,7 @@ import numpy as np
 
 from ..io.atomic import atomic_file
 from ..features.mel import MelConvention, compute_mel
+from ..vocoder_format import total_training_steps
 
 log = logging.getLogger(__name__)
 
@@ -435,7 +436,7 @@ def evaluate(vocoder: Any, clips: Any, steps: Any = "fast", baseline: str | None
     convention = vocoder.mel_convention
     scorer = Scorer(convention, metrics)
     loaded, skipped = _as_clips(clips, convention, max_seconds)
-    systems = [_System(OURS, vocoder.metadata.get("training_step"), _vocoding(vocoder, steps, seed)),
+    systems = [_System(OURS, total_training_steps(vocoder.metadata), _vocoding(vocoder, steps, seed)),
                *_reference_systems(convention, baseline, ground_truth, seed)]
     rows = _run(systems, loaded, scorer, progress)
     settings = {"steps": steps, "seed": seed, "baseline": baseline, "max_seconds": max_seconds,
@@ -448,34 +449,43 @@ def evaluate_run(run_dir: str | os.PathLike, clips: Any, steps: Any = "fast", ba
                  ground_truth: bool = True, progress: bool | None = None) -> EvaluationReport:
     """Score every checkpoint of a training run (`checkpoints/step-*`, oldest first) on the same
     clips, seeds and metrics: rows of system 'diffwave' carry their step, so `summary()` has one
-    entry per step (quality over training). The baseline and ground truth are scored once."""
+    entry per step (quality over training). The baseline and ground truth are scored once.
+
+    Steps count from the start of training. A fine-tuning run's steps include those of the checkpoint
+    it started from (`settings["steps_before_run"]`), and that checkpoint, where it still exists, is
+    scored as the run's first point."""
     from ..training.checkpoints import CHECKPOINTS_DIR, CheckpointStore, load_for_export
 
     store = CheckpointStore(Path(run_dir) / CHECKPOINTS_DIR)
     steps_found = store.steps()
     if not steps_found:
         raise ValueError(f"{run_dir} has no training checkpoints ({CHECKPOINTS_DIR}/step-*)")
-    vocoder = load_for_export(store.path(steps_found[0]))
+    first = load_for_export(store.path(steps_found[0]))
+    steps_before_run = total_training_steps(first.metadata) - steps_found[0]
+    points = [(steps_before_run + step, store.path(step)) for step in steps_found]
+    init = first.metadata.get("init_from")
+    if init is not None and Path(init["path"]).exists():
+        points.insert(0, (steps_before_run, Path(init["path"])))
+    vocoder = load_for_export(points[0][1])
     convention = vocoder.mel_convention
     scorer = Scorer(convention, metrics)
     loaded, skipped = _as_clips(clips, convention, max_seconds)
 
-    def loader(step: int) -> Callable[[], None]:
+    def loader(path: Path) -> Callable[[], None]:
         def load() -> None:  # into the same model, so that its traced sampler is reused
-            checkpoint = load_for_export(store.path(step))
+            checkpoint = load_for_export(path)
             if checkpoint.config != vocoder.config:
-                raise ValueError(f"checkpoint {store.path(step)} has another model config than "
-                                 f"{store.path(steps_found[0])}")
+                raise ValueError(f"checkpoint {path} has another model config than {points[0][1]}")
             vocoder.model.set_weights(checkpoint.model.get_weights())
         return load
 
     synthesise = _vocoding(vocoder, steps, seed)
-    systems = [_System(OURS, step, synthesise, loader(step) if step != steps_found[0] else None)
-               for step in steps_found]
+    systems = [_System(OURS, step, synthesise, loader(path) if i else None) for i, (step, path) in enumerate(points)]
     systems += _reference_systems(convention, baseline, ground_truth, seed)
     rows = _run(systems, loaded, scorer, progress)
-    settings = {"run": str(run_dir), "checkpoint_steps": steps_found, "steps": steps, "seed": seed,
-                "baseline": baseline, "max_seconds": max_seconds, "sample_rate": convention.sample_rate}
+    settings = {"run": str(run_dir), "checkpoints": [str(path) for _, path in points],
+                "steps_before_run": steps_before_run, "steps": steps, "seed": seed, "baseline": baseline,
+                "max_seconds": max_seconds, "sample_rate": convention.sample_rate}
     return EvaluationReport(scorer.metrics, rows, skipped, settings)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from diffwave_vocoder.evaluation.evaluate import evaluate
 from diffwave_vocoder.training.checkpoints import load_for_export
 from diffwave_vocoder.pretrained import DEFAULT_PRESET, PRESETS_DIR
+from diffwave_vocoder.vocoder_format import total_training_steps
 
 HERE = Path(__file__).resolve().parent
 
@@ -49,7 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     work = args.work_dir
     vocoder = load_for_export(work / "run")
-    step = vocoder.metadata["training_step"]
+    step = total_training_steps(vocoder.metadata)
     reports = {"fast": evaluate(vocoder, work / "heldout", steps="fast", progress=True)}
     if args.full:
         reports["full"] = evaluate(vocoder, work / "heldout", steps="full", baseline=None, ground_truth=False,
@@ -63,7 +64,7 @@ def main() -> None:
     vocoder.metadata.update({
         "preset": DEFAULT_PRESET,
         "training_history": history,
-        "total_training_steps": sum(run["steps"] for run in history),
+        "total_training_steps": step,
         "recipe": "recipes/default-vocoder (train.sh, config.json, ship.py)",
         "training_command": "bash recipes/default-vocoder/train.sh",
         "trainer_command": "diffwave-vocoder train WORK/run WORK/train --val WORK/val "
