@@ -404,9 +404,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         mel = _mel_convention(args.mel_convention)
         if config is None and stored_config is None and settings.init_from is not None \
                 and Path(settings.init_from).exists():
-            from .training.checkpoints import load_for_export
+            from .training.checkpoints import export_source_config
 
-            config = load_for_export(settings.init_from).config
+            config = export_source_config(settings.init_from)
         config = (config or stored_config or DiffWaveConfig()).with_mel(mel)
     with _log_to_stderr():
         result = Trainer(args.model_dir, args.data, args.val, config, settings, args.strategy).fit()

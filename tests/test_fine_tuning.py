@@ -109,6 +109,7 @@ def test_cli_fine_tunes_from_a_checkpoint_with_its_config(speech_corpus, pretrai
 
 def test_steps_count_the_checkpoint_a_run_started_from(speech_corpus, pretrained, tmp_path):
     from diffwave_vocoder.evaluation.evaluate import OURS, evaluate, evaluate_run
+    from diffwave_vocoder.training.checkpoints import export_source_config
     from diffwave_vocoder.vocoder_format import total_training_steps
 
     run = tmp_path / "run"
@@ -116,6 +117,7 @@ def test_steps_count_the_checkpoint_a_run_started_from(speech_corpus, pretrained
                                                            init_from=str(pretrained))).fit()
     tuned = Vocoder.load(result.exported)
     assert tuned.metadata["training_step"] == 4 and total_training_steps(tuned.metadata) == 6 + 4
+    assert export_source_config(run) == export_source_config(run / "checkpoints" / "step-000000004") == TINY
     clip = sorted((speech_corpus / "wavs").glob("*.wav"))[:1]
     options = dict(metrics=["logmel_l1"], baseline=None, ground_truth=False, max_seconds=0.5, progress=False)
     assert evaluate(tuned, clip, **options).summary()[0]["step"] == 10
@@ -125,3 +127,16 @@ def test_steps_count_the_checkpoint_a_run_started_from(speech_corpus, pretrained
     assert report.settings["steps_before_run"] == 6 and report.settings["checkpoints"][0] == str(pretrained)
     init_score = evaluate(Vocoder.load(pretrained), clip, **options).summary()[0]["logmel_l1"]
     assert report.summary()[0]["logmel_l1"] == pytest.approx(init_score, rel=1e-5)
+
+
+def test_another_mel_convention_for_a_checkpoint_is_refused_by_its_mel_alone(speech_corpus, pretrained, tmp_path,
+                                                                            capsys):
+    from diffwave_vocoder.cli import main
+    from diffwave_vocoder.training.checkpoints import export_source_config
+
+    assert export_source_config(pretrained) == TINY  # read without building the model
+    code = main(["train", str(tmp_path / "run"), str(speech_corpus), "--init-from", str(pretrained),
+                 "--mel-convention", "hifigan", "--max-steps", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and f"cannot fine-tune from {pretrained}" in err
+    assert "mel convention: " in err and "sizes" not in err  # the run kept the checkpoint's sizes

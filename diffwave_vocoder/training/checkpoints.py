@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 import keras
 import tensorflow as tf
 
-from ..config import stored_config
+from ..config import DiffWaveConfig, stored_config
 from ..io.atomic import atomic_directory
 from ..model import build_model
 from ..vocoder import CONFIG_FILE, Vocoder
@@ -141,9 +141,8 @@ def training_metadata(step: int, init_provenance: dict[str, Any] | None) -> dict
     return metadata
 
 
-def load_for_export(src: str | os.PathLike) -> Vocoder:
-    """A Vocoder from a training run directory (its newest checkpoint), one training checkpoint
-    directory, or an inference checkpoint, so that every export format loads its source alike."""
+def _export_source(src: str | os.PathLike) -> Path:
+    """The checkpoint directory `load_for_export` reads: a run's newest checkpoint, or `src` itself."""
     root = Path(src)
     if not root.exists():
         raise ValueError(f"export source not found: {root}")
@@ -152,11 +151,23 @@ def load_for_export(src: str | os.PathLike) -> Vocoder:
         if latest is None:
             raise ValueError(f"training run {root} has no complete checkpoint yet")
         root = latest
-    if not is_training_checkpoint(root):
-        if (root / CONFIG_FILE).is_file():
-            return Vocoder.load(root)
+    if not is_training_checkpoint(root) and not (root / CONFIG_FILE).is_file():
         raise ValueError(f"not a training run, training checkpoint or vocoder checkpoint: {root} (expected "
                          f"{CHECKPOINTS_DIR}/, state.json or config.json in it)")
+    return root
+
+
+def export_source_config(src: str | os.PathLike) -> DiffWaveConfig:
+    """The model config of what `load_for_export(src)` would load, read without building the model."""
+    return stored_config(json.loads((_export_source(src) / CONFIG_FILE).read_text()))
+
+
+def load_for_export(src: str | os.PathLike) -> Vocoder:
+    """A Vocoder from a training run directory (its newest checkpoint), one training checkpoint
+    directory, or an inference checkpoint, so that every export format loads its source alike."""
+    root = _export_source(src)
+    if not is_training_checkpoint(root):
+        return Vocoder.load(root)
     state = read_state(root)
     config = stored_config(json.loads((root / CONFIG_FILE).read_text()))
     with dtype_policy("float32"):
