@@ -2,7 +2,11 @@
 Griffin-Lim and ground truth from the same mels.
 
     python benchmarks/quality_curve.py RUN_DIR DATA... [--out quality.png] [--json quality.json]
-        [--metrics stoi,pesq,logmel_l1,dnsmos_p808] [--steps fast] [--max-seconds S]
+        [--metrics stoi,pesq,logmel_l1,dnsmos_p808] [--steps fast] [--max-seconds S] [--earlier CKPT...]
+
+Steps count from the start of training: a fine-tuning run's checkpoints sit after the steps of the
+checkpoint it started from, which is the first point. `--earlier` adds vocoder checkpoints from before
+that (the exports of earlier runs of the chain), each at its own step.
 
 The plot has one panel per metric: the vocoder's score at each checkpoint step, with Griffin-Lim and
 ground truth (where a reference-free metric gives it a score) as horizontal lines. Needs the `eval`
@@ -41,6 +45,9 @@ def plot(summary: list[dict], metrics: list[str], out: Path, title: str) -> None
         arrow = "higher is better" if HIGHER_IS_BETTER[metric] else "lower is better"
         ax.set_title(f"{LABELS.get(metric, metric)}\n({arrow})", fontsize=9)
         ax.set_xlabel("training step")
+        steps = [r["step"] for r in ours]
+        if steps and min(steps) > 0 and max(steps) / min(steps) > 10:
+            ax.set_xscale("log")  # quality grows about linearly per doubling of steps
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
@@ -57,10 +64,12 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float)
     parser.add_argument("--out", type=Path, default=Path("quality.png"))
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--earlier", nargs="+", default=[], type=Path, metavar="CKPT",
+                        help="vocoder checkpoints of earlier runs of the same model, plotted at their steps")
     args = parser.parse_args()
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     report = evaluate_run(args.run, args.data, steps=args.steps, metrics=metrics, max_seconds=args.max_seconds,
-                          progress=True)
+                          progress=True, earlier=args.earlier)
     print(report.table())
     if args.json:
         report.write_json(args.json)

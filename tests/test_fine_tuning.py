@@ -127,6 +127,14 @@ def test_steps_count_the_checkpoint_a_run_started_from(speech_corpus, pretrained
     assert report.settings["steps_before_run"] == 6 and report.settings["checkpoints"][0] == str(pretrained)
     init_score = evaluate(Vocoder.load(pretrained), clip, **options).summary()[0]["logmel_l1"]
     assert report.summary()[0]["logmel_l1"] == pytest.approx(init_score, rel=1e-5)
+    # Earlier exports of the chain join the curve at their own steps; the init checkpoint is not scored twice.
+    older = Vocoder.from_config(TINY, seed=5)
+    older.metadata = {"training_step": 3}
+    older_path = older.save(tmp_path / "older")
+    chain = evaluate_run(run, clip, earlier=[older_path, pretrained], **options)
+    assert [e["step"] for e in chain.summary()] == [3, 6, 8, 10]
+    assert chain.summary()[1]["logmel_l1"] == pytest.approx(init_score, rel=1e-5)
+    assert chain.summary()[0]["logmel_l1"] != pytest.approx(init_score, rel=1e-3)
 
 
 def test_another_mel_convention_for_a_checkpoint_is_refused_by_its_mel_alone(speech_corpus, pretrained, tmp_path,

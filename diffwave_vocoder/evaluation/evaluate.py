@@ -41,7 +41,7 @@ import numpy as np
 
 from ..io.atomic import atomic_file
 from ..features.mel import MelConvention, compute_mel
-from ..vocoder_format import total_training_steps
+from ..vocoder_format import read_checkpoint, total_training_steps
 
 log = logging.getLogger(__name__)
 
@@ -446,14 +446,16 @@ def evaluate(vocoder: Any, clips: Any, steps: Any = "fast", baseline: str | None
 
 def evaluate_run(run_dir: str | os.PathLike, clips: Any, steps: Any = "fast", baseline: str | None = "griffin-lim",
                  metrics: Sequence[str] | None = None, seed: int = 0, max_seconds: float | None = None,
-                 ground_truth: bool = True, progress: bool | None = None) -> EvaluationReport:
+                 ground_truth: bool = True, progress: bool | None = None,
+                 earlier: Sequence[str | os.PathLike] = ()) -> EvaluationReport:
     """Score every checkpoint of a training run (`checkpoints/step-*`, oldest first) on the same
     clips, seeds and metrics: rows of system 'diffwave' carry their step, so `summary()` has one
     entry per step (quality over training). The baseline and ground truth are scored once.
 
     Steps count from the start of training. A fine-tuning run's steps include those of the checkpoint
     it started from (`settings["steps_before_run"]`), and that checkpoint, where it still exists, is
-    scored as the run's first point."""
+    scored as the run's first point. earlier: more vocoder checkpoints of the same model (the exports a
+    chain of fine-tuning runs went through), each scored at its own total step."""
     from ..training.checkpoints import CHECKPOINTS_DIR, CheckpointStore, load_for_export
 
     store = CheckpointStore(Path(run_dir) / CHECKPOINTS_DIR)
@@ -465,7 +467,13 @@ def evaluate_run(run_dir: str | os.PathLike, clips: Any, steps: Any = "fast", ba
     points = [(steps_before_run + step, store.path(step)) for step in steps_found]
     init = first.metadata.get("init_from")
     if init is not None and Path(init["path"]).exists():
-        points.insert(0, (steps_before_run, Path(init["path"])))
+        points.append((steps_before_run, Path(init["path"])))
+    for path in earlier:
+        step = total_training_steps(read_checkpoint(path)[1])
+        if step is None:
+            raise ValueError(f"{path} records no training step (metadata.json has no training_step)")
+        points.append((step, Path(path)))
+    points = sorted({path.resolve(): (step, path) for step, path in points}.values(), key=lambda point: point[0])
     vocoder = load_for_export(points[0][1])
     convention = vocoder.mel_convention
     scorer = Scorer(convention, metrics)
