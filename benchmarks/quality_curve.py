@@ -23,7 +23,7 @@ from diffwave_vocoder.evaluation.evaluate import HIGHER_IS_BETTER, OURS, evaluat
 
 LABELS = {"stoi": "STOI", "estoi": "ESTOI", "pesq": "PESQ (wb)", "mcd": "MCD (dB)", "mrstft": "MR-STFT",
           "logmel_l1": "log-mel L1 (1.0 = 100 dB)", "f0_rmse": "F0 RMSE (Hz)", "vuv_error": "V/UV error",
-          "dnsmos_p808": "DNSMOS P.808"}
+          "voiced": "voiced frames (share)", "dnsmos_p808": "DNSMOS P.808"}
 
 
 def plot(summary: list[dict], metrics: list[str], out: Path, title: str) -> None:
@@ -42,7 +42,7 @@ def plot(summary: list[dict], metrics: list[str], out: Path, title: str) -> None
             if value is not None and math.isfinite(value):
                 ax.axhline(value, linestyle=style, color="gray" if system == "griffin-lim" else "black",
                            label=system)
-        arrow = "higher is better" if HIGHER_IS_BETTER[metric] else "lower is better"
+        arrow = {True: "higher is better", False: "lower is better", None: "nearest ground truth"}[HIGHER_IS_BETTER[metric]]
         ax.set_title(f"{LABELS.get(metric, metric)}\n({arrow})", fontsize=9)
         ax.set_xlabel("training step")
         steps = [r["step"] for r in ours]

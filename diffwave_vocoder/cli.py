@@ -574,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", choices=["griffin-lim", "none"], default="griffin-lim",
                    help="also score Griffin-Lim from the same mel (default) or nothing")
     p.add_argument("--metrics", type=_metrics, help="comma-separated subset (default: all): pesq, stoi, estoi, "
-                                                    "mcd, mrstft, logmel_l1, f0_rmse, vuv_error, dnsmos_p808")
+                                                    "mcd, mrstft, logmel_l1, f0_rmse, vuv_error, voiced, dnsmos_p808")
     p.add_argument("--max-seconds", type=float, help="score only the first seconds of each clip")
     p.add_argument("--json", help="write settings, summary, per-clip scores and skipped files as JSON")
     p.add_argument("--csv", help="write per-clip scores (one row per clip and system) as CSV")

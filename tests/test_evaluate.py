@@ -56,12 +56,16 @@ def test_griffin_lim_is_intelligible_and_far_above_a_random_model(report):
     for metric in ("mcd", "mrstft", "logmel_l1", "f0_rmse", "vuv_error"):
         assert gl[metric] < ours[metric], metric
     assert gl["logmel_l1"] < 0.03  # Griffin-Lim's audio has nearly the clip's own mel
+    # Speech is voiced in a good share of frames; Griffin-Lim keeps the harmonics, a random model has none.
+    assert truth["voiced"] > 0.3 and abs(gl["voiced"] - truth["voiced"]) < 0.15 and ours["voiced"] < 0.1
     assert ours["dnsmos_p808"] < gl["dnsmos_p808"] < truth["dnsmos_p808"]
     assert 1.0 <= ours["pesq"] < 1.5 and ours["stoi"] < 0.7
 
 
 def test_every_metric_is_reported_for_every_clip_and_system(report, wavs):
     assert report.metrics == METRICS
+    header = report.table().splitlines()[0]
+    assert "stoi ↑" in header and "mcd ↓" in header and "voiced ≈" in header  # ≈: the ground truth is the target
     assert [(r["system"], r["clip"]) for r in report.rows] == [
         (system, wav.stem) for system in (OURS, GRIFFIN_LIM, GROUND_TRUTH) for wav in wavs[:3]]
     for row in report.rows:

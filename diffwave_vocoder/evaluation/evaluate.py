@@ -18,6 +18,8 @@ Metrics (`METRICS`), each a number per clip and system:
   vocoder's own convention (the units of its features; 1 lmnt unit = 100 dB), lower is better.
 - ``f0_rmse``: RMS error of F0 in Hz over frames voiced in both (librosa pyin, 60-500 Hz), and
   ``vuv_error``: share of frames whose voiced/unvoiced decision differs; lower is better.
+- ``voiced``: share of frames pyin finds voiced, 0 .. 1; the recording's own share (the ground
+  truth row) is the target: a vocoder that has not learned periodic excitation scores near 0.
 - ``dnsmos_p808``: DNSMOS P.808 (reference-free MOS estimate, 1 .. 5; `speechmos` on
   onnxruntime, models shipped in the package), higher is better.
 
@@ -46,9 +48,12 @@ from ..vocoder_format import read_checkpoint, total_training_steps
 log = logging.getLogger(__name__)
 
 METRICS: tuple[str, ...] = ("pesq", "stoi", "estoi", "mcd", "mrstft", "logmel_l1", "f0_rmse", "vuv_error",
-                            "dnsmos_p808")
-HIGHER_IS_BETTER = {"pesq": True, "stoi": True, "estoi": True, "mcd": False, "mrstft": False, "logmel_l1": False,
-                    "f0_rmse": False, "vuv_error": False, "dnsmos_p808": True}
+                            "voiced", "dnsmos_p808")
+# None: neither direction; the ground truth's value is the target.
+HIGHER_IS_BETTER: dict[str, bool | None] = {
+    "pesq": True, "stoi": True, "estoi": True, "mcd": False, "mrstft": False, "logmel_l1": False,
+    "f0_rmse": False, "vuv_error": False, "voiced": None, "dnsmos_p808": True}
+ARROWS = {True: "↑", False: "↓", None: "≈"}  # the table's "which direction is better" marks
 OURS, GRIFFIN_LIM, GROUND_TRUTH = "diffwave", "griffin-lim", "ground-truth"
 BASELINES = ("griffin-lim",)
 METRIC_RATE = 16_000  # PESQ wide band, STOI, MCD, pyin and DNSMOS run on 16 kHz audio
@@ -110,12 +115,12 @@ def _pitch(audio16k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return f0, voiced
 
 
-def _pitch_errors(reference: tuple[np.ndarray, np.ndarray], audio16k: np.ndarray) -> tuple[float, float]:
+def _pitch_scores(reference: tuple[np.ndarray, np.ndarray], audio16k: np.ndarray) -> dict[str, float]:
     f0_ref, voiced_ref = reference
     f0, voiced = _pitch(audio16k)
     both = voiced_ref & voiced
     rmse = float(np.sqrt(np.mean((f0_ref[both] - f0[both]) ** 2))) if both.any() else math.nan
-    return rmse, float(np.mean(voiced_ref != voiced))
+    return {"f0_rmse": rmse, "vuv_error": float(np.mean(voiced_ref != voiced)), "voiced": float(np.mean(voiced))}
 
 
 def _mcd(reference16k: np.ndarray, audio16k: np.ndarray) -> float:
@@ -196,11 +201,10 @@ class Scorer:
             values["mrstft"] = multi_resolution_stft_distance(ref.stft, audio)
         if "logmel_l1" in wanted:
             values["logmel_l1"] = log_mel_distance(audio, clip.mel, self.convention)
-        if wanted & {"f0_rmse", "vuv_error"}:
+        if wanted & {"f0_rmse", "vuv_error", "voiced"}:
             if ref.pitch is None:
                 ref.pitch = _pitch(ref.audio16k)
-            rmse, vuv = _pitch_errors(ref.pitch, audio16k)
-            values.update({k: v for k, v in (("f0_rmse", rmse), ("vuv_error", vuv)) if k in wanted})
+            values.update({k: v for k, v in _pitch_scores(ref.pitch, audio16k).items() if k in wanted})
         if "dnsmos_p808" in wanted:
             values["dnsmos_p808"] = float(require("dnsmos_p808").run(audio16k, METRIC_RATE)["p808_mos"])
         return {metric: values[metric] for metric in self.metrics}
@@ -334,8 +338,8 @@ class EvaluationReport:
         return self._write_csv(path, self.summary(), ["system", "step", "clips", *self.metrics])
 
     def table(self) -> str:
-        """The summary as a Markdown table (arrows: which direction is better)."""
-        header = ["system", "step", "clips"] + [f"{m} {'↑' if HIGHER_IS_BETTER[m] else '↓'}" for m in self.metrics]
+        """The summary as a Markdown table (arrows: which direction is better; ≈: nearest the ground truth)."""
+        header = ["system", "step", "clips"] + [f"{m} {ARROWS[HIGHER_IS_BETTER[m]]}" for m in self.metrics]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for entry in self.summary():
             cells = [entry["system"], "-" if entry["step"] is None else str(entry["step"]), str(entry["clips"])]
