@@ -478,7 +478,7 @@ def evaluate_run(run_dir: str | os.PathLike, clips: Any, steps: Any = "fast", ba
             raise ValueError(f"{path} records no training step (metadata.json has no training_step)")
         points.append((step, Path(path)))
     points = sorted({path.resolve(): (step, path) for step, path in points}.values(), key=lambda point: point[0])
-    vocoder = load_for_export(points[0][1])
+    vocoder = first if points[0][1] == store.path(steps_found[0]) else load_for_export(points[0][1])
     convention = vocoder.mel_convention
     scorer = Scorer(convention, metrics)
     loaded, skipped = _as_clips(clips, convention, max_seconds)
