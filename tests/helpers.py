@@ -9,13 +9,33 @@ the real thing. torch is imported where it is used, so modules that need none of
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from diffwave_vocoder import DiffWaveConfig, Vocoder
+
+
+def run_main(*args: Any) -> subprocess.CompletedProcess:
+    """`diffwave-vocoder ARGS...` through the CLI's own `main()` in this process, with stdout and stderr
+    captured, as a subprocess would report them. The same code runs; what is saved is a fresh interpreter's
+    TensorFlow start-up (seconds a call). Cases about what only a process shows (TensorFlow's native log
+    lines, signals, binary stdout, exit codes set by the interpreter) run the real command instead."""
+    from diffwave_vocoder.cli import main
+
+    argv = [str(arg) for arg in args]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exit_:  # argparse's --help and usage errors
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 def audible_vocoder(config: DiffWaveConfig, seed: int, std: float) -> Vocoder:

@@ -12,6 +12,7 @@ import pytest
 import soundfile
 
 from diffwave_vocoder.vocoder import Vocoder
+from helpers import run_main
 
 
 def run_cli(*args, **kwargs):
@@ -32,13 +33,13 @@ def test_directory_with_a_corrupt_file_then_a_rerun_that_skips(tmp_path, small_c
     np.save(data / "d.wav.spec.npy", mel(11, 4).T)  # the reference's preprocess layout and name
     (data / "broken.npy").write_bytes(b"\x93NUMPY not really")
     out = tmp_path / "out"
-    result = run_cli("vocode", "--model", small_checkpoint, data, "-o", out, "--seed", 7, "--layout", "auto")
-    stderr = result.stderr.decode()
+    result = run_main("vocode", "--model", small_checkpoint, data, "-o", out, "--seed", 7, "--layout", "auto")
+    stderr = result.stderr
     assert result.returncode == 1
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 2 and "broken.npy" in errors[0] and "1 of 5 inputs failed" in errors[1]
     assert "Traceback" not in stderr
-    assert "wrote 4 files" in result.stdout.decode()
+    assert "wrote 4 files" in result.stdout
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == \
         ["a.wav", "b.wav", "d.wav", "sub/c.wav"]
     vocoder = Vocoder.load(small_checkpoint)
@@ -47,8 +48,8 @@ def test_directory_with_a_corrupt_file_then_a_rerun_that_skips(tmp_path, small_c
         assert rate == 22050 and np.abs(audio - vocoder.vocode(m, seed=7)).max() <= 1e-4
 
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.wav")}
-    again = run_cli("vocode", "--model", small_checkpoint, data, "-o", out, "--seed", 7, "--layout", "auto")
-    assert again.returncode == 1 and "skipped 4 that exist" in again.stdout.decode()
+    again = run_main("vocode", "--model", small_checkpoint, data, "-o", out, "--seed", 7, "--layout", "auto")
+    assert again.returncode == 1 and "skipped 4 that exist" in again.stdout
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.wav")} == before
 
 
@@ -73,10 +74,10 @@ def test_kill_9_mid_run_then_rerun_completes_with_no_partial_files(tmp_path, sma
     for path in done:  # what exists is complete
         assert soundfile.info(path).frames == (60 + int(path.stem[1:])) * 256
     (out / f".m{count - 1:02d}.wav.x1y2z3.tmp.wav").write_bytes(b"half a file")  # as a kill mid-write leaves
-    result = run_cli("vocode", "--model", small_checkpoint, data / "*.npy", "-o", out, "--batch-size", "1")
+    result = run_main("vocode", "--model", small_checkpoint, data / "*.npy", "-o", out, "--batch-size", "1")
     assert result.returncode == 0, result.stderr
-    assert f"wrote {count - len(done)} files" in result.stdout.decode()
-    assert f"skipped {len(done)}" in result.stdout.decode()
+    assert f"wrote {count - len(done)} files" in result.stdout
+    assert f"skipped {len(done)}" in result.stdout
     assert sorted(p.name for p in out.iterdir()) == [f"m{i:02d}.wav" for i in range(count)]
 
 
@@ -91,5 +92,5 @@ def test_stream_to_stdout_as_wav_and_raw_pcm(tmp_path, small_checkpoint):
     assert np.abs(audio - expected).max() <= 1.0 / 32768 + 1e-5
     raw = run_cli("vocode", "--model", small_checkpoint, tmp_path / "m.npy", "-o", "-", "--stream", "--raw", "--seed", 3)
     assert raw.returncode == 0 and raw.stdout == wav.stdout[44:]
-    wrong = run_cli("vocode", "--model", small_checkpoint, tmp_path / "m.npy", "-o", tmp_path / "x.wav", "--stream")
-    assert wrong.returncode != 0 and wrong.stderr.decode().strip().count("\n") == 0 and b"-o -" in wrong.stderr
+    wrong = run_main("vocode", "--model", small_checkpoint, tmp_path / "m.npy", "-o", tmp_path / "x.wav", "--stream")
+    assert wrong.returncode != 0 and wrong.stderr.strip().count("\n") == 0 and "-o -" in wrong.stderr

@@ -1,4 +1,6 @@
-"""The command line: real subprocesses, real files; errors are one line with no traceback."""
+"""The command line: real files; errors are one line with no traceback. Commands that load a model run
+through `main()` in this process (helpers.run_main); each kind of error also runs once as a real process,
+where TensorFlow's native start-up lines would show."""
 import json
 import os
 import subprocess
@@ -8,6 +10,7 @@ import numpy as np
 import soundfile
 
 from diffwave_vocoder.io.audio import load_audio
+from helpers import run_main
 
 
 def run_cli(*args, cwd=None):
@@ -29,7 +32,7 @@ def test_vocode_reference_layout_npy(tmp_path, small_checkpoint):
     mel = np.random.default_rng(0).uniform(0, 1, (80, 9)).astype(np.float32)  # reference (n_mels, frames)
     np.save(tmp_path / "x.wav.spec.npy", mel)
     out = tmp_path / "out.wav"
-    result = run_cli("vocode", "--model", small_checkpoint, tmp_path / "x.wav.spec.npy", "-o", out, "--seed", 3)
+    result = run_main("vocode", "--model", small_checkpoint, tmp_path / "x.wav.spec.npy", "-o", out, "--seed", 3)
     assert result.returncode == 0, result.stderr
     audio, rate = soundfile.read(out)
     assert rate == 22050 and len(audio) == 9 * 256
@@ -40,7 +43,7 @@ def test_resynth_resamples_and_says_so(tmp_path, small_checkpoint, speech_corpus
     audio, _ = load_audio(wav)
     soundfile.write(tmp_path / "16k.wav", audio[::2][:8000], 11025)
     out = tmp_path / "re.wav"
-    result = run_cli("resynth", "--model", small_checkpoint, tmp_path / "16k.wav", "-o", out, "--steps", "fast")
+    result = run_main("resynth", "--model", small_checkpoint, tmp_path / "16k.wav", "-o", out, "--steps", "fast")
     assert result.returncode == 0, result.stderr
     assert "resampled" in result.stderr and "22050 Hz" in result.stderr
     info = soundfile.info(out)
@@ -90,7 +93,7 @@ def test_a_bad_mel_convention_is_a_one_line_error(tmp_path, speech_corpus):
     assert_one_line_error(run_cli("preprocess", tmp_path, "--mel-convention", "hifi-gan"),
                           "unknown mel convention 'hifi-gan'", "hifigan")
     (tmp_path / "typo.json").write_text(json.dumps({"hop": 256}))
-    assert_one_line_error(run_cli("train", tmp_path / "run", speech_corpus, "--mel-convention", tmp_path / "typo.json"),
+    assert_one_line_error(run_main("train", tmp_path / "run", speech_corpus, "--mel-convention", tmp_path / "typo.json"),
                           "typo.json", "unknown mel convention field(s) ['hop']")
     (tmp_path / "broken.json").write_text("{")
     assert_one_line_error(run_cli("preprocess", tmp_path, "--mel-convention", tmp_path / "broken.json"),
@@ -154,16 +157,16 @@ def test_info_refuses_weights_of_another_model(small_checkpoint, tmp_path):
 
 def test_errors_are_one_line_and_leave_no_output(tmp_path, small_checkpoint):
     out = tmp_path / "never.wav"
-    assert_one_line_error(run_cli("vocode", "--model", tmp_path / "nope", tmp_path / "m.npy", "-o", out),
+    assert_one_line_error(run_main("vocode", "--model", tmp_path / "nope", tmp_path / "m.npy", "-o", out),
                           "m.npy")
     np.save(tmp_path / "nan.npy", np.full((10, 80), np.nan, np.float32))
     assert_one_line_error(run_cli("vocode", "--model", small_checkpoint, tmp_path / "nan.npy", "-o", out), "NaN")
     np.save(tmp_path / "wrong.npy", np.zeros((10, 64), np.float32))
-    assert_one_line_error(run_cli("vocode", "--model", small_checkpoint, tmp_path / "wrong.npy", "-o", out), "n_mels")
+    assert_one_line_error(run_main("vocode", "--model", small_checkpoint, tmp_path / "wrong.npy", "-o", out), "n_mels")
     np.save(tmp_path / "ok.npy", np.zeros((10, 80), np.float32))
-    assert_one_line_error(run_cli("vocode", "--model", tmp_path / "nope", tmp_path / "ok.npy", "-o", out),
+    assert_one_line_error(run_main("vocode", "--model", tmp_path / "nope", tmp_path / "ok.npy", "-o", out),
                           "checkpoint not found")
-    assert_one_line_error(run_cli("resynth", "--model", small_checkpoint, tmp_path / "missing.wav", "-o", out),
+    assert_one_line_error(run_main("resynth", "--model", small_checkpoint, tmp_path / "missing.wav", "-o", out),
                           "missing.wav")
     assert_one_line_error(run_cli("vocode", "--model", small_checkpoint, tmp_path / "ok.npy", "-o", out, "--steps", "x"),
                           "--steps")
@@ -180,11 +183,11 @@ def test_vocode_a_tacotron2_mel_through_its_adapter(tmp_path, small_checkpoint, 
     assert tacotron_mel.min() < 0  # natural-log values, not lmnt's [0, 1]
     np.save(tmp_path / "taco.npy", tacotron_mel.T)  # PyTorch layout, as Tacotron 2 emits it
     out = tmp_path / "taco.wav"
-    result = run_cli("vocode", "--model", small_checkpoint, tmp_path / "taco.npy", "-o", out, "--adapter", "tacotron2",
+    result = run_main("vocode", "--model", small_checkpoint, tmp_path / "taco.npy", "-o", out, "--adapter", "tacotron2",
                      "--layout", "torch", "--seed", 1)
     assert result.returncode == 0, result.stderr
     assert soundfile.info(out).frames == tacotron_mel.shape[0] * 256
-    assert_one_line_error(run_cli("vocode", "--model", small_checkpoint, tmp_path / "taco.npy", "-o", tmp_path / "x.wav",
+    assert_one_line_error(run_main("vocode", "--model", small_checkpoint, tmp_path / "taco.npy", "-o", tmp_path / "x.wav",
                                   "--adapter", "no-such-model"), "no adapter named 'no-such-model'")
 
 

@@ -2,10 +2,7 @@
 ground-truth ceiling, unreadable clips, outputs, the CLI and scoring a training run's checkpoints."""
 import csv
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,13 +11,9 @@ from diffwave_vocoder.evaluation.evaluate import (GRIFFIN_LIM, GROUND_TRUTH, MET
                                        multi_resolution_stft_distance, require)
 from diffwave_vocoder.evaluation.griffin_lim import griffin_lim
 from diffwave_vocoder.features.mel import MelConvention, compute_mel
+from helpers import run_main
 
 CLIP_SECONDS = 1.5
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "diffwave_vocoder.cli", *map(str, args)], capture_output=True,
-                          text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +117,7 @@ def test_cli_skips_an_unreadable_clip_by_name_and_writes_json_and_csv(tmp_path, 
     shutil.copy(wavs[0], data / "good.wav")
     (data / "broken.wav").write_bytes(b"RIFF not really a wav")
     out = tmp_path / "out"
-    result = run_cli("evaluate", "--model", checkpoint, data, "--metrics", "stoi,logmel_l1", "--max-seconds", 1,
+    result = run_main("evaluate", "--model", checkpoint, data, "--metrics", "stoi,logmel_l1", "--max-seconds", 1,
                      "--json", out / "report.json", "--csv", out / "clips.csv", "--summary-csv", out / "summary.csv")
     assert result.returncode == 0, result.stderr
     assert "broken.wav" in result.stderr and "Traceback" not in result.stderr
@@ -179,8 +172,8 @@ def test_evaluate_run_gives_one_summary_row_per_checkpoint(speech_corpus, tmp_pa
     assert [(e["system"], e["step"], e["clips"]) for e in report.summary()] == [(OURS, 2, 2), (OURS, 4, 2)]
     first, second = (e["logmel_l1"] for e in report.summary())
     assert first != second  # each row scores its own checkpoint's weights
-    result = run_cli("evaluate", "--run", run, wavs[0], "--metrics", "logmel_l1,stoi", "--max-seconds", 0.5,
-                     "--baseline", "none", "--summary-csv", tmp_path / "steps.csv")
+    result = run_main("evaluate", "--run", run, wavs[0], "--metrics", "logmel_l1,stoi", "--max-seconds", 0.5,
+                      "--baseline", "none", "--summary-csv", tmp_path / "steps.csv")
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader((tmp_path / "steps.csv").open()))
     assert [(r["system"], r["step"]) for r in rows] == [(OURS, "2"), (OURS, "4"), (GROUND_TRUTH, "")]

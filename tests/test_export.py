@@ -14,6 +14,7 @@ import tensorflow as tf
 from diffwave_vocoder import DiffWaveConfig, Vocoder, resolve_schedule
 from diffwave_vocoder.formats.export import export_saved_model, tflite_bytes
 from diffwave_vocoder.sampler import Sampler
+from helpers import run_main
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
 
@@ -65,11 +66,10 @@ def vocoder():
 
 @pytest.fixture(scope="module")
 def saved_model(vocoder, tmp_path_factory):
-    """Exported through the real command line from a checkpoint directory."""
+    """Exported through the command line's main() from a checkpoint directory."""
     root = tmp_path_factory.mktemp("export")
     vocoder.save(root / "checkpoint")
-    done = subprocess.run([sys.executable, "-m", "diffwave_vocoder.cli", "export", str(root / "checkpoint"),
-                           str(root / "served"), "--format", "saved_model"], capture_output=True, text=True)
+    done = run_main("export", root / "checkpoint", root / "served", "--format", "saved_model")
     assert done.returncode == 0, done.stderr
     assert "wrote" in done.stdout
     return root / "served"
@@ -142,9 +142,7 @@ def test_tflite_network_and_loop_against_keras(vocoder, lite_inputs, quantize, b
 
 def test_cli_export_errors_are_one_line(tmp_path, vocoder):
     vocoder.save(tmp_path / "checkpoint")
-    done = subprocess.run([sys.executable, "-m", "diffwave_vocoder.cli", "export", str(tmp_path / "checkpoint"),
-                           str(tmp_path / "out"), "--format", "saved_model", "--quantize", "int8"],
-                          capture_output=True, text=True)
+    done = run_main("export", tmp_path / "checkpoint", tmp_path / "out", "--format", "saved_model", "--quantize", "int8")
     assert done.returncode != 0 and done.stderr.strip().count("\n") == 0
     assert "--quantize applies to --format tflite only" in done.stderr
     assert not (tmp_path / "out").exists()

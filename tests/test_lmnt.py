@@ -24,7 +24,7 @@ from diffwave_vocoder.formats.lmnt import ConversionError, convert_lmnt_checkpoi
 from diffwave_vocoder.features.mel import compute_mel
 from diffwave_vocoder.sampler import Sampler
 from diffwave_vocoder.schedule import resolve_schedule
-from helpers import learner_state_dict, reference_params, save_like_learner, torchaudio_recipe, trained_reference
+from helpers import learner_state_dict, reference_params, run_main, save_like_learner, torchaudio_recipe, trained_reference
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the reference runs on one thread
 
@@ -316,8 +316,8 @@ def _cli(*args):
 def test_cli_convert_then_info(tmp_path, small_reference):
     model = small_reference[0]
     torch.save(model.state_dict(), tmp_path / "bare.pt")
-    result = _cli("convert", tmp_path / "bare.pt", "-o", tmp_path / "out", "--dilation-cycle-length", 2,
-                  "--sample-rate", 22050)
+    result = run_main("convert", tmp_path / "bare.pt", "-o", tmp_path / "out", "--dilation-cycle-length", 2,
+                      "--sample-rate", 22050)
     assert result.returncode == 0, result.stderr
     assert "assumed" in result.stdout and "noise_schedule" in result.stdout
     vocoder = Vocoder.load(tmp_path / "out")
@@ -330,7 +330,7 @@ def test_cli_convert_then_info(tmp_path, small_reference):
 
     marker = tmp_path / "ran"
     torch.save({"model": model.state_dict(), "params": _Payload(marker)}, tmp_path / "evil.pt")
-    result = _cli("convert", tmp_path / "evil.pt", "-o", tmp_path / "evil-out")
+    result = run_main("convert", tmp_path / "evil.pt", "-o", tmp_path / "evil-out")
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
     assert "refused to load global" in result.stderr and "Traceback" not in result.stderr
     assert not marker.exists() and not (tmp_path / "evil-out").exists()

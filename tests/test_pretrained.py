@@ -14,6 +14,7 @@ from diffwave_vocoder import load_vocoder
 from diffwave_vocoder.io.audio import load_audio
 from diffwave_vocoder.features.mel import compute_mel
 from diffwave_vocoder.pretrained import DEFAULT_PRESET, list_presets, preset_path
+from helpers import run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,12 +99,12 @@ def test_cli_vocodes_and_resynthesises_with_the_shipped_vocoder_by_default(tmp_p
 
     corpus = make_speech_corpus(tmp_path / "speech", clips=1, seed=7, voices=["flite:awb"])
     wav = next((corpus / "wavs").glob("*.wav"))
-    result = cli("resynth", wav, "-o", tmp_path / "out.wav", "--seed", "0")
+    result = run_main("resynth", wav, "-o", tmp_path / "out.wav", "--seed", "0")
     assert result.returncode == 0, result.stderr
     audio, _ = load_audio(tmp_path / "out.wav")
     original, _ = load_audio(wav)
     assert len(audio) == (len(original) // 256 + 1) * 256
     np.save(tmp_path / "mel.npy", compute_mel(original, load_vocoder("diffwave").mel_convention))
-    result = cli("vocode", tmp_path / "mel.npy", "-o", tmp_path / "vocoded.wav", "--seed", "0")
+    result = run_main("vocode", tmp_path / "mel.npy", "-o", tmp_path / "vocoded.wav", "--seed", "0")
     assert result.returncode == 0, result.stderr
     np.testing.assert_allclose(load_audio(tmp_path / "vocoded.wav")[0], audio, atol=2 / 32768)
