@@ -15,11 +15,11 @@ extra and matplotlib.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
 from diffwave_vocoder.evaluation.evaluate import HIGHER_IS_BETTER, OURS, evaluate_run
+from diffwave_vocoder.io.atomic import atomic_file
 
 LABELS = {"stoi": "STOI", "estoi": "ESTOI", "pesq": "PESQ (wb)", "mcd": "MCD (dB)", "mrstft": "MR-STFT",
           "logmel_l1": "log-mel L1 (1.0 = 100 dB)", "f0_rmse": "F0 RMSE (Hz)", "vuv_error": "V/UV error",
@@ -52,7 +52,8 @@ def plot(summary: list[dict], metrics: list[str], out: Path, title: str) -> None
     axes[0][0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    with atomic_file(out, suffix=out.suffix) as tmp:
+        fig.savefig(tmp, dpi=110)
 
 
 def main() -> None:

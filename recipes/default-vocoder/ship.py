@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 
 from diffwave_vocoder.evaluation.evaluate import evaluate
+from diffwave_vocoder.io.atomic import atomic_file
 from diffwave_vocoder.training.checkpoints import load_for_export
 from diffwave_vocoder.pretrained import DEFAULT_PRESET, PRESETS_DIR
 from diffwave_vocoder.vocoder_format import total_training_steps
@@ -78,7 +79,8 @@ def main() -> None:
     })
     out = vocoder.save(PRESETS_DIR / DEFAULT_PRESET)
     evaluation = {schedule: report.to_dict() for schedule, report in reports.items()}
-    (HERE / "evaluation.json").write_text(json.dumps(evaluation, indent=1) + "\n")
+    with atomic_file(HERE / "evaluation.json") as tmp:
+        tmp.write_text(json.dumps(evaluation, indent=1) + "\n")
     print(f"\nwrote {out} (step {step}) and {HERE / 'evaluation.json'}")
 
 
