@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job with the vocoder that ships in the package, about 45 seconds on 2 CPU cores (most of it
-# TensorFlow starting in the three commands that vocode; info, corpus and preprocess start none):
+# The main job with the vocoder that ships in the package, under a minute on 2 CPU cores (much of it
+# TensorFlow starting in the two commands that vocode; info, corpus and preprocess start none):
 # text -> speech synthesizer -> wav -> mel -> DiffWave -> wav, and how close the result is.
 #
 #   bash examples/quickstart.sh [OUT_DIR]
@@ -19,11 +19,11 @@ head -n 3 "$OUT/shipped-vocoder.txt"
 [ -f "$OUT/speech/metadata.csv" ] || diffwave-vocoder corpus "$OUT/speech" --clips 2 --seed 7 \
     --voices flite:awb,espeak-ng:en-us+m5
 WAV=$(find "$OUT/speech/wavs" -name '*.wav' | sort | head -n 1)
-# wav -> mel -> wav with the shipped model, fast schedule (6 steps).
-diffwave-vocoder resynth "$WAV" -o "$OUT/resynth.wav" --seed 0
-# The same from a cached mel file (the reference's (n_mels, frames) layout), as an acoustic model would give.
+# wav -> mel file (the reference's (n_mels, frames) layout), as an acoustic model would give one.
 diffwave-vocoder preprocess "$OUT/speech"
+# mel -> wav with the shipped model, fast schedule (6 steps). `diffwave-vocoder resynth WAV -o OUT` does
+# wav -> mel -> wav in one command.
 diffwave-vocoder vocode "$WAV.spec.npy" -o "$OUT/vocoded.wav" --seed 0
 # Quality against the original and against Griffin-Lim from the same mel.
 diffwave-vocoder evaluate "$OUT/speech" --metrics stoi,pesq,logmel_l1 --json "$OUT/evaluation.json"
-echo "done: listen to $WAV (original), $OUT/resynth.wav and $OUT/vocoded.wav"
+echo "done: listen to $WAV (original) and $OUT/vocoded.wav"
