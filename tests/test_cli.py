@@ -1,6 +1,6 @@
 """The command line: real files; errors are one line with no traceback. Commands that load a model run
-through `main()` in this process (helpers.run_main); each kind of error also runs once as a real process,
-where TensorFlow's native start-up lines would show."""
+through `main()` in this process (helpers.run_main). A model-loading error (a NaN mel), a usage error and
+the commands that start no TensorFlow run as real processes, where TensorFlow's native lines would show."""
 import json
 import os
 import subprocess
@@ -184,11 +184,11 @@ def test_vocode_a_tacotron2_mel_through_its_adapter(tmp_path, small_checkpoint, 
     np.save(tmp_path / "taco.npy", tacotron_mel.T)  # PyTorch layout, as Tacotron 2 emits it
     out = tmp_path / "taco.wav"
     result = run_main("vocode", "--model", small_checkpoint, tmp_path / "taco.npy", "-o", out, "--adapter", "tacotron2",
-                     "--layout", "torch", "--seed", 1)
+                      "--layout", "torch", "--seed", 1)
     assert result.returncode == 0, result.stderr
     assert soundfile.info(out).frames == tacotron_mel.shape[0] * 256
     assert_one_line_error(run_main("vocode", "--model", small_checkpoint, tmp_path / "taco.npy", "-o", tmp_path / "x.wav",
-                                  "--adapter", "no-such-model"), "no adapter named 'no-such-model'")
+                                   "--adapter", "no-such-model"), "no adapter named 'no-such-model'")
 
 
 def test_plugins_lists_builtin_vocoder_and_adapters():

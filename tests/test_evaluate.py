@@ -118,7 +118,7 @@ def test_cli_skips_an_unreadable_clip_by_name_and_writes_json_and_csv(tmp_path, 
     (data / "broken.wav").write_bytes(b"RIFF not really a wav")
     out = tmp_path / "out"
     result = run_main("evaluate", "--model", checkpoint, data, "--metrics", "stoi,logmel_l1", "--max-seconds", 1,
-                     "--json", out / "report.json", "--csv", out / "clips.csv", "--summary-csv", out / "summary.csv")
+                      "--json", out / "report.json", "--csv", out / "clips.csv", "--summary-csv", out / "summary.csv")
     assert result.returncode == 0, result.stderr
     assert "broken.wav" in result.stderr and "Traceback" not in result.stderr
     assert "| griffin-lim | - | 1 |" in result.stdout and f"wrote {out / 'report.json'}" in result.stdout
