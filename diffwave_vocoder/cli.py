@@ -316,6 +316,10 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(f"  mel: {_describe_mel(config['mel'])}")
     print(f"  training schedule: {len(config['noise_schedule'])} steps, beta {config['noise_schedule'][0]:g}"
           f"..{config['noise_schedule'][-1]:g}; fast schedule: {config['inference_noise_schedule']}")
+    if config.get("prior", "standard") != "standard":
+        energies = config.get("prior_energy_range")
+        mapped = "not measured" if energies is None else f"frame energy {energies[0]:.4g}..{energies[1]:.4g} -> std 0..1"
+        print(f"  prior: {config['prior']} (PriorGrad; {mapped}, std at least {config['prior_std_min']:g})")
     for key, value in info["metadata"].items():
         print(f"  {key}: {value if isinstance(value, str) else json.dumps(value)}")
 

@@ -21,6 +21,8 @@ from .features.mel import MelConvention
 # The reference's training and fast-inference schedules (params.py, 0.1.7 and master).
 REFERENCE_NOISE_SCHEDULE: tuple[float, ...] = tuple(np.linspace(1e-4, 0.05, 50).tolist())
 REFERENCE_FAST_SCHEDULE: tuple[float, ...] = (0.0001, 0.001, 0.01, 0.05, 0.2, 0.5)
+# Diffusion priors: the reference's standard normal, or PriorGrad's per-frame energy prior (`prior`).
+PRIORS = ("standard", "energy")
 # The step embedding's fixed sizes (the reference's): a 128-wide sinusoid table, two 512-wide dense layers.
 EMBEDDING_DIM = 128
 EMBEDDING_HIDDEN = 512
@@ -52,6 +54,12 @@ class DiffWaveConfig:
     inference_noise_schedule: tuple[float, ...] = REFERENCE_FAST_SCHEDULE
     # Length of generated audio for the unconditional model (reference: 5 s at 22.05 kHz).
     audio_len: int = 22050 * 5
+    # The diffusion's prior. "standard": N(0, I), the reference's. "energy": PriorGrad's N(0, diag(s^2)),
+    # s per mel frame from its energy mapped linearly from `prior_energy_range` onto [0, 1], at least
+    # `prior_std_min` (see `prior`); the range is fixed per model (the trainer measures it on its data).
+    prior: str = "standard"
+    prior_energy_range: tuple[float, float] | None = None
+    prior_std_min: float = 0.1
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
@@ -76,6 +84,23 @@ class DiffWaveConfig:
             betas = getattr(self, name)
             if not betas or not all(0.0 < b < 1.0 for b in betas):
                 raise ValueError(f"{name} must be a non-empty list of betas in (0, 1), got {list(betas)}")
+        self._check_prior()
+
+    def _check_prior(self) -> None:
+        if self.prior not in PRIORS:
+            raise ValueError(f"prior must be one of {list(PRIORS)}, got {self.prior!r}")
+        if self.prior == "energy" and self.unconditional:
+            raise ValueError("prior 'energy' needs a conditional (mel) model: its std comes from the mel")
+        if not (isinstance(self.prior_std_min, (int, float)) and 0.0 < self.prior_std_min <= 1.0):
+            raise ValueError(f"prior_std_min must be in (0, 1], got {self.prior_std_min!r}")
+        object.__setattr__(self, "prior_std_min", float(self.prior_std_min))
+        if self.prior_energy_range is not None:
+            energies = tuple(self.prior_energy_range)
+            if (len(energies) != 2 or not all(isinstance(e, (int, float)) and math.isfinite(e) for e in energies)
+                    or not 0.0 <= energies[0] < energies[1]):
+                raise ValueError("prior_energy_range must be two finite energies 0 <= low < high, "
+                                 f"got {self.prior_energy_range!r}")
+            object.__setattr__(self, "prior_energy_range", tuple(float(e) for e in energies))
 
     @property
     def sample_rate(self) -> int:
@@ -197,5 +222,5 @@ def reference_params_to_config(params: dict[str, Any], **overrides: Any) -> Diff
     return DiffWaveConfig(mel=MelConvention(**mel), **values)
 
 
-__all__ = ["DiffWaveConfig", "reference_params_to_config", "stored_config", "REFERENCE_NOISE_SCHEDULE",
+__all__ = ["DiffWaveConfig", "PRIORS", "reference_params_to_config", "stored_config", "REFERENCE_NOISE_SCHEDULE",
            "REFERENCE_FAST_SCHEDULE"]

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from .chunking import ChunkedNetwork, NetworkWeights, keras_weight_getter, network_weights
 from .config import DiffWaveConfig
+from .prior import prior_std, uses_prior
 from .schedule import Schedule
 
 # Samples of a chunk per thread of a TensorFlow op: each thread's share of a chunk's (samples, 64)
@@ -118,10 +119,11 @@ class Sampler:
             mel = np.zeros((len(lengths), 0, self.config.n_mels), np.float32)
         source = (tf.constant(noise, tf.float32) if injected
                   else tf.constant(np.asarray(seeds, np.int64)))
+        frame_std = (tf.constant(prior_std(mel, self.config)),) if uses_prior(self.config) else ()
         audio = self._functions[key](
             tf.constant(mel, tf.float32), tf.constant(lengths), source,
             tf.constant(schedule.steps), tf.constant(schedule.c1), tf.constant(schedule.c2),
-            tf.constant(schedule.sigma))
+            tf.constant(schedule.sigma), *frame_std)
         return audio.numpy()
 
     def _compile(self, injected: bool, chunked: bool):
@@ -129,15 +131,17 @@ class Sampler:
         source_spec = (tf.TensorSpec([None, None, None], tf.float32) if injected
                        else tf.TensorSpec([None], tf.int64))
         vector = tf.TensorSpec([None], tf.float32)
+        prior_spec = [tf.TensorSpec([None, None], tf.float32)] if uses_prior(config) else []
 
         @tf.function(input_signature=[tf.TensorSpec([None, None, config.n_mels], tf.float32),
                                       tf.TensorSpec([None], tf.int32), source_spec,
-                                      vector, vector, vector, vector])
-        def run(mel, lengths, source, steps, c1, c2, sigma):
+                                      vector, vector, vector, vector, *prior_spec])
+        def run(mel, lengths, source, steps, c1, c2, sigma, frame_std=None):
             weights = network_weights(config, keras_weight_getter(model))
             noise = source if injected else None
             return reverse_diffusion(network, weights, mel, lengths, steps, c1, c2, sigma,
-                                     seeds=None if injected else source, noise=noise, chunked=chunked)
+                                     seeds=None if injected else source, noise=noise, chunked=chunked,
+                                     frame_std=frame_std)
 
         return run
 
@@ -169,13 +173,15 @@ def utterance_noise(seeds: tf.Tensor, index: tf.Tensor, length: tf.Tensor, start
 def reverse_diffusion(network: ChunkedNetwork, weights: NetworkWeights, mel: tf.Tensor, lengths: tf.Tensor,
                       steps: tf.Tensor, c1: tf.Tensor, c2: tf.Tensor, sigma: tf.Tensor,
                       seeds: tf.Tensor | None = None, noise: tf.Tensor | None = None,
-                      chunked: bool = False) -> tf.Tensor:
+                      chunked: bool = False, frame_std: tf.Tensor | None = None) -> tf.Tensor:
     """The reference's sampling loop in graph mode (inside a tf.function); (B, max(lengths)) audio.
 
-    Noise from per-utterance `seeds` (B,) int64 or injected `noise` (len(steps), B, L). `chunked`
-    upsamples the mel chunk by chunk at every step instead of once per call (bounded memory).
+    Noise from per-utterance `seeds` (B,) int64 or injected `noise` (len(steps), B, L), standard
+    normal; with the energy prior, the prior's std per frame `frame_std` (B, F) scales it.
+    `chunked` upsamples the mel chunk by chunk at every step instead of once per call (bounded memory).
     """
     max_length = tf.reduce_max(lengths)
+    scale = None if frame_std is None else tf.repeat(frame_std, network.config.hop_length, axis=1)[:, :max_length]
     mask = tf.sequence_mask(lengths, max_length, dtype=tf.float32)
     conditioner = None
     if network.conditional and not chunked:
@@ -183,7 +189,8 @@ def reverse_diffusion(network: ChunkedNetwork, weights: NetworkWeights, mel: tf.
         conditioner = network.whole_conditioner(weights, mel, lengths, padded)
 
     def draw(index):
-        return noise[index] if seeds is None else utterance_noise(seeds, index, max_length)
+        z = noise[index] if seeds is None else utterance_noise(seeds, index, max_length)
+        return z if scale is None else z * scale
 
     num_steps = tf.shape(steps)[0]
 

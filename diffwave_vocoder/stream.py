@@ -27,6 +27,7 @@ import tensorflow as tf
 from .chunking import MEL_MARGIN_FRAMES, WavefrontState, keras_weight_getter, network_weights, upsample
 from .features.input_layout import to_numpy
 from .config import DiffWaveConfig
+from .prior import prior_std
 from .sampler import Sampler, utterance_noise
 from .schedule import Schedule
 
@@ -61,12 +62,13 @@ class StreamKernels:
         @tf.function(input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([None, m], tf.float32),
                                       state_spec, scalar, scalar, scalar, scalar, tf.TensorSpec([], tf.int64),
                                       tf.TensorSpec([], tf.bool), tf.TensorSpec([], tf.int64), integer, integer,
-                                      integer])
+                                      integer, tf.TensorSpec([None], tf.float32)])
         def level(x_window, conditioner, state, step, c1, c2, sigma, noise_index, add_noise, seed, start,
-                  length, tile):
+                  length, tile, prior):
             """One step level over its input samples [start, start + s): `x_window` holds the previous
-            level's samples [start - D, start + s), `conditioner` the upsampled mel there. Returns
-            this level's samples [start - D, start + s - D) (zero outside [0, length)) and its state."""
+            level's samples [start - D, start + s), `conditioner` the upsampled mel there, `prior` the
+            prior's std at the outputs. Returns this level's samples [start - D, start + s - D) (zero
+            outside [0, length)) and its state."""
             weights = network_weights(config, keras_weight_getter(model))
             s = tf.shape(x_window)[0] - d_total
             lengths = tf.reshape(length, [1])
@@ -81,19 +83,20 @@ class StreamKernels:
 
             def noisy():
                 noise = utterance_noise(seed[None], noise_index, tf.maximum(s - skipped, 0), first + skipped)[0]
-                return audio + sigma * tf.concat([tf.zeros([tf.minimum(skipped, s)]), noise], 0)
+                return audio + sigma * prior * tf.concat([tf.zeros([tf.minimum(skipped, s)]), noise], 0)
 
             audio = tf.cond(add_noise, noisy, lambda: audio)
             positions = first + tf.range(s)
             mask = tf.cast((positions >= 0) & (positions < length), tf.float32)
             return tf.clip_by_value(audio, -1.0, 1.0) * mask, state
 
-        @tf.function(input_signature=[tf.TensorSpec([], tf.int64), integer, integer, integer])
-        def initial_noise(seed, start, count, length):
-            """x_T for samples [start, start + count), zero from `length` on."""
+        @tf.function(input_signature=[tf.TensorSpec([], tf.int64), integer, integer, integer,
+                                      tf.TensorSpec([None], tf.float32)])
+        def initial_noise(seed, start, count, length, prior):
+            """x_T for samples [start, start + count) (the prior's std there: `prior`), zero from `length` on."""
             positions = start + tf.range(count)
             mask = tf.cast(positions < length, tf.float32)
-            return utterance_noise(seed[None], 0, count, start)[0] * mask
+            return utterance_noise(seed[None], 0, count, start)[0] * prior * mask
 
         @tf.function(input_signature=[tf.TensorSpec([None, m], tf.float32), integer, integer])
         def conditioner(frames, first_frame, frame_length):
@@ -125,6 +128,7 @@ class StreamSession:
         self._schedule = schedule
         self._seed = tf.constant(int(seed), tf.int64)
         self.block_frames = int(block_frames)
+        self._config = sampler.config
         self._hop = sampler.config.hop_length
         self._n_mels = sampler.config.n_mels
         self._d = sampler.network.receptive_field
@@ -143,6 +147,7 @@ class StreamSession:
         self._received = 0
         self._length: int | None = None  # samples, once the end is known
         self._conditioner = np.zeros((self._d, self._n_mels), np.float32)  # samples [_conditioner_start, ...)
+        self._prior = np.ones(self._d, np.float32)  # the prior's std at the same samples
         self._conditioner_start = -self._d
         self._emitted = 0
         self._finished = False
@@ -218,11 +223,12 @@ class StreamSession:
         d, kernels, schedule = self._d, self._kernels, self._schedule
         ended = self._length is not None
         length = self._length if ended else _UNKNOWN_END
+        self._extend_conditioner(target)
         if target > self._noise_end:
-            noise = kernels.initial_noise(self._seed, self._noise_end, target - self._noise_end, length)
+            prior = self._prior[self._noise_end - self._conditioner_start:target - self._conditioner_start]
+            noise = kernels.initial_noise(self._seed, self._noise_end, target - self._noise_end, length, prior)
             self._inputs[0] = np.concatenate([self._inputs[0], noise.numpy()])
             self._noise_end = target
-        self._extend_conditioner(target)
         emitted = []
         levels = len(schedule)
         for k in range(levels):
@@ -236,7 +242,8 @@ class StreamSession:
             out, self._states[k] = kernels.level(
                 self._inputs[k], self._conditioner[cond_offset:cond_offset + d + span], self._states[k],
                 float(schedule.steps[n]), float(schedule.c1[n]), float(schedule.c2[n]), float(schedule.sigma[n]),
-                np.int64(k + 1), n > 0, self._seed, start, length, math.ceil(span / tiles))
+                np.int64(k + 1), n > 0, self._seed, start, length, math.ceil(span / tiles),
+                self._prior[cond_offset:cond_offset + span])
             out = out.numpy()[max(0, d - start):]  # samples from max(0, start - D) on
             self._positions[k] = start + span
             self._inputs[k] = self._inputs[k][span:]
@@ -249,12 +256,14 @@ class StreamSession:
                 emitted.append(out)
         keep = min(self._positions) - d - self._conditioner_start
         self._conditioner, self._conditioner_start = self._conditioner[keep:], self._conditioner_start + keep
+        self._prior = self._prior[keep:]
         audio = np.concatenate(emitted) if emitted else np.zeros(0, np.float32)
         self._emitted += len(audio)
         return audio
 
     def _extend_conditioner(self, target: int) -> None:
-        """Upsampled mel for samples up to `target` (whole frames; zero past a known end)."""
+        """Upsampled mel and the prior's std for samples up to `target` (whole frames; past a known
+        end zero mel, and std one, which the mask zeroes)."""
         hop, margin = self._hop, MEL_MARGIN_FRAMES
         have = self._conditioner_start + len(self._conditioner)
         if target <= have:
@@ -263,16 +272,20 @@ class StreamSession:
         # Until the end is known the window holds received frames only, so masking from there is a no-op.
         frame_count = self._received
         real_last = min(last, self._received)
-        parts = [self._conditioner]
+        parts, priors = [self._conditioner], [self._prior]
         if real_last > first:
             lo, hi = first - margin, real_last + margin
             window = self._frames[max(lo, self._frames_start) - self._frames_start:
                                   min(hi, self._received) - self._frames_start]
             window = np.pad(window, [(max(self._frames_start, lo) - lo, hi - min(hi, self._received)), (0, 0)])
             parts.append(self._kernels.conditioner(window, lo, frame_count).numpy())
+            own = self._frames[first - self._frames_start:real_last - self._frames_start]
+            priors.append(np.repeat(prior_std(own, self._config), hop))
         if last > real_last:  # past the end: zeros, as vocode pads
-            parts.append(np.zeros(((last - max(first, real_last)) * hop, self._n_mels), np.float32))
-        self._conditioner = np.concatenate(parts)
+            past = (last - max(first, real_last)) * hop
+            parts.append(np.zeros((past, self._n_mels), np.float32))
+            priors.append(np.ones(past, np.float32))
+        self._conditioner, self._prior = np.concatenate(parts), np.concatenate(priors)
         drop = max(0, first - margin - self._frames_start)
         self._frames, self._frames_start = self._frames[drop:], self._frames_start + drop
 

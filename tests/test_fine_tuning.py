@@ -77,6 +77,7 @@ def test_resuming_a_fine_tuning_run_resumes_it(speech_corpus, pretrained, tmp_pa
 @pytest.mark.parametrize("change, message", [
     ({"residual_channels": 16}, "sizes: residual_channels 8 (checkpoint) vs 16 (run)"),
     ({"mel": {**TINY.mel.to_dict(), "fmax": 8000.0}}, "mel convention: fmax None (checkpoint) vs 8000.0 (run)"),
+    ({"prior": "energy"}, "prior: prior 'standard' (checkpoint) vs 'energy' (run)"),
 ])
 def test_a_checkpoint_of_another_model_is_refused_in_one_line(speech_corpus, pretrained, tmp_path, capsys, change,
                                                               message):

@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from ..io.atomic import atomic_directory, atomic_file
 from ..chunking import ChunkedNetwork, network_weights
+from ..prior import uses_prior
 from ..sampler import reverse_diffusion
 from ..schedule import Steps, resolve_schedule
 from ..vocoder import Vocoder
@@ -87,8 +88,17 @@ class _ServingModule(tf.Module):
         return {"serving_default": functions[names[0]], **functions}
 
 
+def _refuse_energy_prior(vocoder: Vocoder) -> None:
+    """The energy prior's std comes from the mel through the convention's (NumPy) decompression,
+    which these graphs cannot hold yet."""
+    if uses_prior(vocoder.config):
+        raise ValueError(f"cannot export a vocoder trained with prior {vocoder.config.prior!r}: SavedModel and "
+                         "TFLite exports support the standard prior only")
+
+
 def export_saved_model(vocoder: Vocoder, path: str | os.PathLike) -> Path:
     """Write a SavedModel directory atomically (see the module docstring for its signatures)."""
+    _refuse_energy_prior(vocoder)
     module = _ServingModule(vocoder)
     with atomic_directory(path) as tmp:
         os.chmod(tmp, 0o777 & ~_umask())  # a server running as another user must read it
@@ -146,6 +156,7 @@ def tflite_bytes(vocoder: Vocoder, quantize: str | None = None, steps: Steps = "
     """The TFLite flatbuffer: signatures `denoise` (the network) and `vocode` (the loop, noise in)."""
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
+    _refuse_energy_prior(vocoder)
     module = _LiteModule(vocoder, steps)
     with tempfile.TemporaryDirectory(prefix="diffwave-tflite-") as tmp:
         signatures = {"denoise": module.denoise.get_concrete_function(),

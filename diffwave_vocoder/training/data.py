@@ -25,7 +25,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import soundfile
@@ -35,6 +35,7 @@ from ..config import DiffWaveConfig
 from ..features.mel import MelConvention, compute_mel
 from ..io.atomic import atomic_file
 from ..io.audio import find_wavs, load_audio
+from ..prior import prior_std, uses_prior
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +288,15 @@ class ClipSet:
     def _with(self, clips: Sequence[Clip], name: str) -> "ClipSet":
         return ClipSet(clips, self.config, self.crop_frames, self.crop_samples, self.seed, name)
 
+    def with_config(self, config: DiffWaveConfig) -> "ClipSet":
+        """The same clips and crops for a config that differs in what an example carries (its prior)."""
+        return ClipSet(self.clips, config, self.crop_frames, self.crop_samples, self.seed, self.name)
+
+    def mels(self) -> Iterator[np.ndarray]:
+        """Every clip's whole mel (frames, n_mels), in clip order."""
+        for index in range(len(self.clips)):
+            yield self.load(index)[1]
+
     # -- examples -------------------------------------------------------------------------------
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
@@ -451,7 +461,8 @@ def example_indices(first_example: int, global_batch: int, replica_batch: int, r
 
 def make_dataset(clips: ClipSet, indices: "tf.data.Dataset", batch_size: int, max_steps: int,  # noqa: F821
                  evaluation: bool = False, drop_remainder: bool = True) -> "tf.data.Dataset":  # noqa: F821
-    """Batches of {audio, mel (conditional), step, noise} for the example indices given.
+    """Batches of {audio, mel (conditional), step, noise, prior_std (per frame, energy prior only)}
+    for the example indices given.
 
     The diffusion step (uniform integer in [0, max_steps), the reference's randint) and the
     Gaussian noise of an example are drawn from stateless Philox streams keyed by (seed, k).
@@ -461,14 +472,17 @@ def make_dataset(clips: ClipSet, indices: "tf.data.Dataset", batch_size: int, ma
     conditional = clips.conditional
     length, frames, n_mels = clips.crop_samples, clips.crop_frames, clips.config.n_mels
     domain = _EVAL if evaluation else 0
+    with_prior = uses_prior(clips.config)
 
     def load(k):
         audio, mel = clips.example(int(k), evaluation)
+        if with_prior:
+            return audio, mel, prior_std(mel, clips.config)
         return (audio, mel) if conditional else audio
 
     def to_example(k):
-        out = tf.numpy_function(load, [k], [tf.float32, tf.float32] if conditional else tf.float32,
-                                stateful=False)
+        types = [tf.float32] * (3 if with_prior else 2) if conditional else tf.float32
+        out = tf.numpy_function(load, [k], types, stateful=False)
         seed = tf.stack([tf.constant(clips.seed, tf.int64), tf.cast(k, tf.int64)])
         example = {
             "audio": tf.ensure_shape(out[0] if conditional else out, [length]),
@@ -480,6 +494,8 @@ def make_dataset(clips: ClipSet, indices: "tf.data.Dataset", batch_size: int, ma
         }
         if conditional:
             example["mel"] = tf.ensure_shape(out[1], [frames, n_mels])
+        if with_prior:
+            example["prior_std"] = tf.ensure_shape(out[2], [frames])
         return example
 
     options = tf.data.Options()

@@ -39,6 +39,7 @@ from ..features.mel import compute_mel
 from ..io.atomic import atomic_file, remove_leftovers
 from ..io.progress import progress_line
 from ..model import build_model
+from ..prior import energy_range, uses_prior
 from ..schedule import noise_levels
 from ..vocoder import CONFIG_FILE, Vocoder
 from .checkpoints import (CHECKPOINTS_DIR, VARIABLES_PREFIX, CheckpointStore, dtype_policy, load_for_export,
@@ -148,9 +149,11 @@ def init_mismatch(init: DiffWaveConfig, config: DiffWaveConfig) -> str | None:
             return f"{len(value)} betas {value[0]:g}..{value[-1]:g}"
         return repr(value)
 
-    groups = {"sizes": [k for k in differ if k[0] == "model" and k[1] != "noise_schedule"],
+    prior = [k for k in differ if k[1].startswith("prior")]
+    groups = {"sizes": [k for k in differ if k[0] == "model" and k[1] != "noise_schedule" and k not in prior],
               "mel convention": [k for k in differ if k[0] == "mel"],
-              "training noise schedule": [k for k in differ if k[1] == "noise_schedule"]}
+              "training noise schedule": [k for k in differ if k[1] == "noise_schedule"],
+              "prior": prior}
     return "; ".join(f"{group}: " + ", ".join(f"{k[1]} {show(k, theirs[k])} (checkpoint) vs {show(k, ours[k])} (run)"
                                                  for k in keys)
                      for group, keys in groups.items() if keys)
@@ -186,14 +189,31 @@ def stored_run(model_dir: str | os.PathLike) -> tuple[DiffWaveConfig | None, Tra
     return config, settings
 
 
+def _with_measured_prior(config: DiffWaveConfig, measured: DiffWaveConfig) -> DiffWaveConfig:
+    """`config` with the energy range of a run or checkpoint that measured it, where `config` leaves
+    it to be measured (a recipe's --config on resume or fine-tuning)."""
+    if config.prior_energy_range is None and config.prior == measured.prior:
+        return config.replace(prior_energy_range=measured.prior_energy_range)
+    return config
+
+
 def diffusion_loss(model: keras.Model, batch: dict[str, tf.Tensor], levels: tf.Tensor, loss: str,
                    training: bool) -> tf.Tensor:
-    """Per-example loss (B,): mean |eps - model(noisy, t, mel)| (or squared) over the samples."""
+    """Per-example loss (B,): mean |eps - model(noisy, t, mel)| (or squared) over the samples.
+
+    With the energy prior (a `prior_std` per frame in the batch) the noise is s * eps and the error
+    is measured in the prior's units, (noise - predicted) / s (PriorGrad's weighted loss)."""
     audio, noise, step = batch["audio"], batch["noise"], batch["step"]
+    std = None
+    if "prior_std" in batch:
+        std = tf.repeat(batch["prior_std"], tf.shape(audio)[1] // tf.shape(batch["prior_std"])[1], axis=1)
+        noise = noise * std
     level = tf.gather(levels, step)[:, None]
     noisy = tf.sqrt(level) * audio + tf.sqrt(1.0 - level) * noise
     inputs = [noisy, tf.cast(step, tf.float32)] + ([batch["mel"]] if "mel" in batch else [])
     error = noise - tf.cast(model(inputs, training=training), tf.float32)
+    if std is not None:
+        error = error / std
     return tf.reduce_mean(tf.abs(error) if loss == "l1" else tf.square(error), axis=1)
 
 
@@ -356,6 +376,15 @@ class Trainer:
             self.train_clips, self.val_clips = self.train_clips.split(s.val_fraction)
         log.info("training on %d clips, validating on %d", len(self.train_clips),
                  0 if self.val_clips is None else len(self.val_clips))
+        if uses_prior(self.config) and self.config.prior_energy_range is None:
+            # Fixed for the run (stored in its config.json): the prior of every example and of the export.
+            self.config = self.config.replace(
+                prior_energy_range=energy_range(self.train_clips.mels(), self.config.mel))
+            log.info("energy prior: frame energies of the training data span %.4g to %.4g",
+                     *self.config.prior_energy_range)
+            self.train_clips = self.train_clips.with_config(self.config)
+            if self.val_clips is not None:
+                self.val_clips = self.val_clips.with_config(self.config)
 
         if self.store.latest() is None:
             keras.utils.set_random_seed(s.seed)  # the same seed gives the same initial weights
@@ -384,6 +413,8 @@ class Trainer:
                      ) -> tuple[DiffWaveConfig, TrainingSettings, Vocoder | None]:
         """(config, settings, the vocoder to start from when fine-tuning a run without checkpoints)."""
         stored_config, stored_settings = stored_run(self.model_dir)
+        if stored_config is not None and config is not None:
+            config = _with_measured_prior(config, stored_config)
         if stored_config is not None and config is not None and config != stored_config:
             changed = [k for k, v in config.to_dict().items() if stored_config.to_dict()[k] != v]
             raise ValueError(f"{self.model_dir} holds a run of a different model (fields {changed} differ from "
@@ -397,6 +428,7 @@ class Trainer:
         # A fine-tuning run without a config of its own takes its init checkpoint's.
         config = config or stored_config or (init.config if init is not None else DiffWaveConfig())
         if init is not None:
+            config = _with_measured_prior(config, init.config)
             mismatch = init_mismatch(init.config, config)
             if mismatch:
                 raise ValueError(f"cannot fine-tune from {settings.init_from}: it differs from the run's config in "
