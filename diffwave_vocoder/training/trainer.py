@@ -59,7 +59,10 @@ MAX_NONFINITE_STEPS = 10
 MIXED_PRECISION = {None: "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 # Fields a fine-tuning run may change from its init checkpoint's config (everything else is the
 # network's sizes, its mel convention or the diffusion it was trained for).
-_FINE_TUNING_FREE_FIELDS = ("inference_noise_schedule", "audio_len")
+# The prior may change too: the weights fit either, and fine-tuning adapts them to the run's noise
+# (PriorGrad from a standard-prior model such as a converted lmnt checkpoint).
+_FINE_TUNING_FREE_FIELDS = ("inference_noise_schedule", "audio_len", "prior", "prior_energy_range",
+                            "prior_std_min")
 # Settings that change which examples, noise or updates a step sees: changing them on resume is
 # allowed, but the run is then no longer identical to an uninterrupted one.
 _TRAJECTORY_FIELDS = ("batch_size", "learning_rate", "loss", "max_grad_norm", "crop_frames", "crop_samples",
@@ -149,11 +152,9 @@ def init_mismatch(init: DiffWaveConfig, config: DiffWaveConfig) -> str | None:
             return f"{len(value)} betas {value[0]:g}..{value[-1]:g}"
         return repr(value)
 
-    prior = [k for k in differ if k[1].startswith("prior")]
-    groups = {"sizes": [k for k in differ if k[0] == "model" and k[1] != "noise_schedule" and k not in prior],
+    groups = {"sizes": [k for k in differ if k[0] == "model" and k[1] != "noise_schedule"],
               "mel convention": [k for k in differ if k[0] == "mel"],
-              "training noise schedule": [k for k in differ if k[1] == "noise_schedule"],
-              "prior": prior}
+              "training noise schedule": [k for k in differ if k[1] == "noise_schedule"]}
     return "; ".join(f"{group}: " + ", ".join(f"{k[1]} {show(k, theirs[k])} (checkpoint) vs {show(k, ours[k])} (run)"
                                                  for k in keys)
                      for group, keys in groups.items() if keys)
