@@ -1,5 +1,6 @@
 """vocode(): inputs, batching, seeds, output contract, errors, and the checkpoint format."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffwave_vocoder import Vocoder, load_vocoder
+from diffwave_vocoder import DiffWaveConfig, Vocoder, load_vocoder
 
 
 def mel(frames, seed=0, n_mels=80):
@@ -108,6 +109,10 @@ def test_load_errors_are_clear(tmp_path):
     broken.mkdir()
     (broken / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="unreadable checkpoint config"):
+        load_vocoder(broken)
+    Vocoder.from_config(DiffWaveConfig(residual_channels=4, residual_layers=2, dilation_cycle_length=1)).save(broken)
+    (broken / "model.weights.h5").write_bytes(b"not hdf5")
+    with pytest.raises(ValueError, match=re.escape(f"cannot read weights from {broken / 'model.weights.h5'}")):
         load_vocoder(broken)
 
 

@@ -89,9 +89,9 @@ def check_value_range(mels: Sequence[np.ndarray], expected: tuple[float, float],
 
 
 def check_weights_fit(expected: Sequence[tuple[int, ...]], path: Any) -> None:
-    """Raise ValueError if a Keras .weights.h5 file holds arrays of other shapes than `expected`
-    (a model's weight shapes; a config and weights from different models), before Keras reports it
-    layer by layer."""
+    """Raise ValueError if a Keras .weights.h5 file cannot be read, or holds arrays of other shapes
+    than `expected` (a model's weight shapes; a config and weights from different models), before
+    Keras reports it layer by layer."""
     import h5py
 
     shapes: list[tuple[int, ...]] = []
@@ -99,8 +99,8 @@ def check_weights_fit(expected: Sequence[tuple[int, ...]], path: Any) -> None:
         with h5py.File(path, "r") as file:
             file.visititems(lambda _, item: shapes.append(tuple(item.shape))
                             if isinstance(item, h5py.Dataset) else None)
-    except OSError:
-        return  # unreadable: loading reports it
+    except OSError as error:
+        raise ValueError(f"cannot read weights from {path}: {error}") from None
     expected = [tuple(shape) for shape in expected]
     if sorted(shapes) == sorted(expected):
         return
