@@ -140,8 +140,6 @@ def test_inference_imports_no_training_evaluation_or_formats(small_checkpoint):
 
 
 def test_unconditional_generation():
-    from diffwave_vocoder import DiffWaveConfig
-
     vocoder = Vocoder.from_config(DiffWaveConfig(residual_channels=8, residual_layers=3, dilation_cycle_length=3,
                                                  unconditional=True), seed=0)
     audio = vocoder.generate(num_samples=1000, batch_size=2, seed=[1, 2])
