@@ -13,6 +13,7 @@ import contextlib
 import io
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,15 @@ def run_main(*args: Any) -> subprocess.CompletedProcess:
         except SystemExit as exit_:  # argparse's --help and usage errors
             code = exit_.code if isinstance(exit_.code, int) else 1
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+def run_command(*args: Any, env: dict[str, str] | None = None, **kwargs: Any) -> subprocess.CompletedProcess:
+    """`diffwave-vocoder ARGS...` as a real process, output captured (text unless `text=False`), for what
+    only a process shows. TensorFlow's native log is left on (TF_CPP_MIN_LOG_LEVEL=0, overridable by `env`,
+    which is merged over this process's environment), so any line it prints reaches the test."""
+    return subprocess.run([sys.executable, "-m", "diffwave_vocoder.cli", *map(str, args)], capture_output=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0", **(env or {})},
+                          **{"text": True, **kwargs})
 
 
 def audible_vocoder(config: DiffWaveConfig, seed: int, std: float) -> Vocoder:

@@ -1,7 +1,6 @@
 """Batch and streaming command line: many inputs into a directory (bad files reported, existing
 outputs skipped, kill -9 then re-run completes with no partial files) and audio streamed to stdout."""
 import io
-import os
 import signal
 import subprocess
 import sys
@@ -12,12 +11,7 @@ import pytest
 import soundfile
 
 from diffwave_vocoder.vocoder import Vocoder
-from helpers import run_main
-
-
-def run_cli(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "diffwave_vocoder.cli", *map(str, args)], capture_output=True,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"}, **kwargs)
+from helpers import run_command, run_main
 
 
 def mel(frames, seed):
@@ -84,13 +78,14 @@ def test_kill_9_mid_run_then_rerun_completes_with_no_partial_files(tmp_path, sma
 def test_stream_to_stdout_as_wav_and_raw_pcm(tmp_path, small_checkpoint):
     m = mel(40, 9)
     np.save(tmp_path / "m.npy", m)
-    wav = run_cli("vocode", "--model", small_checkpoint, tmp_path / "m.npy", "-o", "-", "--stream", "--seed", 3)
+    args = ("vocode", "--model", small_checkpoint, tmp_path / "m.npy", "-o", "-", "--stream", "--seed", 3)
+    wav = run_command(*args, text=False)
     assert wav.returncode == 0, wav.stderr
     audio, rate = soundfile.read(io.BytesIO(wav.stdout), dtype="float32")
     assert rate == 22050 and len(audio) == 40 * 256
     expected = Vocoder.load(small_checkpoint).vocode(m, seed=3)
     assert np.abs(audio - expected).max() <= 1.0 / 32768 + 1e-5
-    raw = run_cli("vocode", "--model", small_checkpoint, tmp_path / "m.npy", "-o", "-", "--stream", "--raw", "--seed", 3)
+    raw = run_command(*args, "--raw", text=False)
     assert raw.returncode == 0 and raw.stdout == wav.stdout[44:]
     wrong = run_main("vocode", "--model", small_checkpoint, tmp_path / "m.npy", "-o", tmp_path / "x.wav", "--stream")
     assert wrong.returncode != 0 and wrong.stderr.strip().count("\n") == 0 and "-o -" in wrong.stderr

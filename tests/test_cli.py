@@ -2,7 +2,6 @@
 through `main()` in this process (helpers.run_main). A model-loading error (a NaN mel), a usage error and
 the commands that start no TensorFlow run as real processes, where TensorFlow's native lines would show."""
 import json
-import os
 import subprocess
 import sys
 
@@ -10,12 +9,7 @@ import numpy as np
 import soundfile
 
 from diffwave_vocoder.io.audio import load_audio
-from helpers import run_main
-
-
-def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "diffwave_vocoder.cli", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"})
+from helpers import run_command as run_cli, run_main
 
 
 def assert_one_line_error(result, *fragments):

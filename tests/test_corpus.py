@@ -13,11 +13,7 @@ import pytest
 import soundfile
 
 from diffwave_vocoder.evaluation.corpus import VOICES, corpus_texts, make_speech_corpus, resolve_voices
-
-
-def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "diffwave_vocoder.cli", "corpus", *map(str, args)],
-                          capture_output=True, text=True, env=env)
+from helpers import run_command
 
 
 def test_ljspeech_layout_and_every_voice(tmp_path):
@@ -84,14 +80,14 @@ def test_kill_9_mid_run_leaves_no_corpus_at_the_target(tmp_path):
     process.wait()
     assert not target.exists()
     # The next run writes a whole corpus in its place.
-    result = run_cli(target, "--clips", "2", "--voices", "flite:slt")
+    result = run_command("corpus", target, "--clips", "2", "--voices", "flite:slt")
     assert result.returncode == 0, result.stderr
     assert len((target / "metadata.csv").read_text().splitlines()) == 2
 
 
 def test_cli_missing_tool_is_one_line_naming_the_packages(tmp_path):
     env = {**os.environ, "PATH": str(Path(sys.executable).parent)}  # python only: no flite, espeak-ng, sox
-    result = run_cli(tmp_path / "c", "--clips", "1", env=env)
+    result = run_command("corpus", tmp_path / "c", "--clips", "1", env=env)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1
     assert "apt-get install -y" in result.stderr and "espeak-ng" in result.stderr and "sox" in result.stderr
@@ -99,20 +95,21 @@ def test_cli_missing_tool_is_one_line_naming_the_packages(tmp_path):
 
 
 def test_cli_writes_corpus_and_reports_bad_arguments(tmp_path):
-    result = run_cli(tmp_path / "c", "--clips", "2", "--voices", "flite:kal16,espeak-ng:en-gb-scotland")
+    result = run_command("corpus", tmp_path / "c", "--clips", "2",
+                         "--voices", "flite:kal16,espeak-ng:en-gb-scotland")
     assert result.returncode == 0, result.stderr
     assert "wrote 2 clips" in result.stdout
     assert len(list((tmp_path / "c" / "wavs").glob("*.wav"))) == 2
     for args in (["--clips", "0"], ["--voices", "bogus"]):
-        bad = run_cli(tmp_path / "d", *args)
+        bad = run_command("corpus", tmp_path / "d", *args)
         assert bad.returncode == 1 and bad.stderr.startswith("error:") and bad.stderr.count("\n") == 1
 
 
 def test_evaluation_corpus_can_exclude_the_training_texts(tmp_path):
     train = make_speech_corpus(tmp_path / "train", clips=40, seed=0, voices=["espeak-ng:en-us"])
     seen = set(corpus_texts(train))
-    result = run_cli(tmp_path / "eval", "--clips", "30", "--seed", "0", "--voices", "espeak-ng:en-us",
-                     "--exclude-texts-of", train)
+    result = run_command("corpus", tmp_path / "eval", "--clips", "30", "--seed", "0", "--voices", "espeak-ng:en-us",
+                         "--exclude-texts-of", train)
     assert result.returncode == 0, result.stderr
     held_out = corpus_texts(tmp_path / "eval")
     assert len(held_out) == 30 and not seen & set(held_out)

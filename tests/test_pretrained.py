@@ -14,14 +14,9 @@ from diffwave_vocoder import load_vocoder
 from diffwave_vocoder.io.audio import load_audio
 from diffwave_vocoder.features.mel import compute_mel
 from diffwave_vocoder.pretrained import DEFAULT_PRESET, list_presets, preset_path
-from helpers import run_main
+from helpers import run_command, run_main
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "diffwave_vocoder.cli", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd)
 
 
 def test_default_preset_is_shipped_with_its_provenance():
@@ -42,7 +37,7 @@ def test_registry_default_and_cli_default_are_the_shipped_vocoder(tmp_path):
     vocoder = load_vocoder("diffwave")
     assert vocoder.metadata["preset"] == DEFAULT_PRESET
     assert vocoder.config.residual_channels == 32 and vocoder.config.residual_layers == 20
-    result = cli("info", "--json")
+    result = run_command("info", "--json")
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
     assert info["metadata"]["training_step"] == vocoder.metadata["training_step"]
