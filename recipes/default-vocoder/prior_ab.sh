@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# PriorGrad's energy prior against this recipe's standard prior: the energy-prior side of the A/B.
+#
+#   bash recipes/default-vocoder/prior_ab.sh WORK_DIR RUN_NAME STEPS [TRAIN_ARGS...]
+#
+# Trains WORK_DIR/RUN_NAME for STEPS steps on train.sh's corpora with this folder's config.json plus
+# "prior": "energy" (same seed, batch, crops and learning rate; checkpoints every 500), then scores
+# each of its checkpoints on the held-out clips (fast schedule) into WORK_DIR/RUN_NAME.json.
+# TRAIN_ARGS go to `diffwave-vocoder train`: `--init-from CKPT` fine-tunes a standard-prior checkpoint
+# into the energy prior. The standard side is the recipe's own run at the same steps, scored by
+# `diffwave-vocoder evaluate --model CKPT WORK_DIR/heldout/wavs --baseline none`.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+WORK=$1 NAME=$2 STEPS=$3
+shift 3
+[ -f "$WORK/heldout/metadata.csv" ] || { echo "error: run train.sh $WORK first (it makes the corpora)" >&2; exit 1; }
+mkdir -p "$WORK/$NAME"
+python - "$WORK/$NAME/config.json" <<'PY'
+import json, sys
+config = json.load(open("recipes/default-vocoder/config.json"))
+config["model"]["prior"] = "energy"
+json.dump(config, open(sys.argv[1], "w"), indent=2)
+PY
+diffwave-vocoder train "$WORK/$NAME/run" "$WORK/train" --val "$WORK/val" --config "$WORK/$NAME/config.json" \
+    --max-steps "$STEPS" "$@"
+diffwave-vocoder evaluate --run "$WORK/$NAME/run" "$WORK/heldout/wavs" --baseline none --json "$WORK/$NAME.json"
