@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import types
 
@@ -24,7 +23,8 @@ from diffwave_vocoder.formats.lmnt import ConversionError, convert_lmnt_checkpoi
 from diffwave_vocoder.features.mel import compute_mel
 from diffwave_vocoder.sampler import Sampler
 from diffwave_vocoder.schedule import resolve_schedule
-from helpers import learner_state_dict, reference_params, run_main, save_like_learner, torchaudio_recipe, trained_reference
+from helpers import (learner_state_dict, reference_params, run_command, run_main, save_like_learner, torchaudio_recipe,
+                     trained_reference)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the reference runs on one thread
 
@@ -308,11 +308,6 @@ class _Payload:
         return os.system, (f"touch {self.marker}",)
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "diffwave_vocoder.cli", *map(str, args)],
-                          capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"})
-
-
 def test_cli_convert_then_info(tmp_path, small_reference):
     model = small_reference[0]
     torch.save(model.state_dict(), tmp_path / "bare.pt")
@@ -324,7 +319,7 @@ def test_cli_convert_then_info(tmp_path, small_reference):
     assert vocoder.config.dilation_cycle_length == 2
     assert vocoder.metadata["overrides"] == {"dilation_cycle_length": 2, "sample_rate": 22050}
 
-    info = _cli("info", tmp_path / "out")
+    info = run_command("info", tmp_path / "out")
     assert info.returncode == 0, info.stderr
     assert "assumed_reference_defaults" in info.stdout and "inference_noise_schedule" in info.stdout
 

@@ -11,6 +11,7 @@
 # `diffwave-vocoder evaluate --model CKPT WORK_DIR/heldout/wavs --baseline none`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+[ $# -ge 3 ] || { echo "usage: bash $0 WORK_DIR RUN_NAME STEPS [TRAIN_ARGS...], got $# arguments" >&2; exit 2; }
 WORK=$1 NAME=$2 STEPS=$3
 shift 3
 [ -f "$WORK/heldout/metadata.csv" ] || { echo "error: run train.sh $WORK first (it makes the corpora)" >&2; exit 1; }
