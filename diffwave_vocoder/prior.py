@@ -10,7 +10,9 @@ adds s-scaled noise at every step. s depends only on a sample's own mel frame, s
 padding, chunking and streaming give the same audio as with the standard prior.
 
 A frame's energy is sqrt(sum of its linear mel magnitudes) (PriorGrad's), s = its position in
-`prior_energy_range` (0 at the low end, 1 at the high end), floored at `prior_std_min`.
+`prior_energy_range` (0 at the low end, 1 at the high end), floored at `prior_std_min`. The same
+functions build graph ops when given `xp = tensorflow.experimental.numpy` and a tensor, so an
+exported model computes s from its input mel.
 """
 from __future__ import annotations
 
@@ -22,9 +24,9 @@ from .config import DiffWaveConfig
 from .features.mel import MelConvention, decompress
 
 
-def frame_energy(mel: np.ndarray, convention: MelConvention) -> np.ndarray:
+def frame_energy(mel, convention: MelConvention, xp=np):
     """Energy of each frame of a compressed mel (..., frames, n_mels): shape (..., frames)."""
-    return np.sqrt(np.sum(decompress(np.asarray(mel), convention), axis=-1))
+    return xp.sqrt(xp.sum(decompress(mel, convention, xp), axis=-1))
 
 
 def energy_range(mels: Iterable[np.ndarray], convention: MelConvention) -> tuple[float, float]:
@@ -43,18 +45,17 @@ def uses_prior(config: DiffWaveConfig) -> bool:
     return config.prior != "standard"
 
 
-def prior_std(mel: np.ndarray, config: DiffWaveConfig) -> np.ndarray:
+def prior_std(mel, config: DiffWaveConfig, xp=np):
     """The prior's std per frame (..., frames) as float32 for a compressed mel (..., frames, n_mels);
-    ones for the standard prior."""
-    mel = np.asarray(mel)
+    ones for the standard prior. With xp = tensorflow.experimental.numpy, a tensor (graph-ready)."""
     if not uses_prior(config):
-        return np.ones(mel.shape[:-1], np.float32)
+        return xp.ones_like(xp.asarray(mel, xp.float32)[..., 0])
     if config.prior_energy_range is None:
         raise ValueError("this vocoder's config has prior 'energy' but no prior_energy_range; a trained model "
                          "records the range its trainer measured")
     low, high = config.prior_energy_range
-    std = (frame_energy(mel, config.mel) - low) / (high - low)
-    return np.maximum(std, config.prior_std_min).astype(np.float32)
+    std = (frame_energy(mel, config.mel, xp) - low) / (high - low)
+    return xp.asarray(xp.maximum(std, config.prior_std_min), xp.float32)
 
 
 __all__ = ["frame_energy", "energy_range", "prior_std", "uses_prior"]

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import scipy.signal
 import soundfile
+import tensorflow as tf
+import tensorflow.experimental.numpy as tnp
 import torch
 
 from diffwave_vocoder.evaluation.corpus import make_speech_corpus
@@ -156,7 +158,12 @@ def test_every_compression_round_trips(name):
     convention = CONVENTIONS[name]() if name not in ("parallel_wavegan", "espnet", "tensorflowtts") else \
         CONVENTIONS[name](stats=(np.linspace(-4, -1, 80), np.linspace(0.5, 1.5, 80)))
     magnitudes = np.geomspace(1e-3, 5.0, 80)[None, :].repeat(3, axis=0)  # inside every toolkit's range
-    np.testing.assert_allclose(decompress(compress(magnitudes, convention), convention), magnitudes, rtol=1e-5)
+    features = compress(magnitudes, convention)
+    np.testing.assert_allclose(decompress(features, convention), magnitudes, rtol=1e-5)
+    # The same formula as graph ops (what an exported energy-prior model runs), in float32.
+    in_graph = tf.function(lambda f: decompress(f, convention, tnp))(tf.constant(features))
+    assert in_graph.dtype == tf.float32
+    np.testing.assert_allclose(in_graph.numpy(), magnitudes, rtol=1e-4)
 
 
 def test_stats_files_of_each_toolkit(tmp_path):

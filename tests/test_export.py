@@ -1,6 +1,6 @@
 """Export for serving: the SavedModel runs in plain TensorFlow (this package never imported) and gives
 the Keras vocoder's audio; the TFLite network and loop match the Keras model (float) or stay within
-the int8 error bound."""
+the int8 error bound; an energy-prior model's exports compute the prior from the mel as the vocoder does."""
 import json
 import os
 import subprocess
@@ -9,9 +9,11 @@ import textwrap
 
 import numpy as np
 import pytest
+import soundfile
 import tensorflow as tf
 
 from diffwave_vocoder import DiffWaveConfig, Vocoder, resolve_schedule
+from diffwave_vocoder.features.mel import compute_mel
 from diffwave_vocoder.formats.export import export_saved_model, tflite_bytes
 from diffwave_vocoder.sampler import Sampler
 from helpers import run_main
@@ -138,6 +140,31 @@ def test_tflite_network_and_loop_against_keras(vocoder, lite_inputs, quantize, b
     assert np.abs(result - expected).max() <= bound * np.sqrt(np.mean(expected ** 2))
     if quantize:
         assert np.abs(result - expected).max() > 1e-6  # int8 weights really are in use
+
+
+def test_energy_prior_exports_compute_the_prior_from_the_mel(speech_corpus, tmp_path):
+    """The prior's std comes from the input mel inside both graphs: the SavedModel gives the vocoder's
+    audio for real speech, the TFLite loop the sampler's for the same noise, and both differ from
+    the same weights under the standard prior."""
+    config = CONFIG.replace(prior="energy", prior_energy_range=(0.1, 4.0))
+    vocoder = random_vocoder(config, seed=12)
+    clips = sorted((speech_corpus / "wavs").glob("*.wav"))[:2]
+    mel = np.stack([compute_mel(soundfile.read(clip, dtype="float32")[0])[30:44] for clip in clips])
+    expected = vocoder.vocode(mel, seed=[3, 8])
+    standard = Vocoder(vocoder.model, CONFIG).vocode(mel, seed=[3, 8])
+    assert np.abs(standard - expected).max() > 0.05
+
+    export_saved_model(vocoder, tmp_path / "served")
+    served = tf.saved_model.load(str(tmp_path / "served")).signatures["vocode"]
+    audio = served(mel=tf.constant(mel), seed=tf.constant([3, 8], tf.int64))["audio"].numpy()
+    assert np.abs(audio - expected).max() <= 1e-5
+
+    _, vocode = _tflite_runners(tflite_bytes(vocoder))
+    schedule = resolve_schedule(config, "fast")
+    noise = np.random.default_rng(6).standard_normal((len(schedule), 1, mel.shape[1] * 256)).astype(np.float32)
+    expected = Sampler(vocoder.model, config).sample(schedule, [noise.shape[2]], mel=mel[:1], noise=noise)
+    result = vocode(mel=mel[:1], noise=noise)["audio"]
+    assert np.abs(result - expected).max() <= 1e-5 * np.sqrt(np.mean(expected ** 2))
 
 
 def test_cli_export_errors_are_one_line(tmp_path, vocoder):

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import soundfile
 import tensorflow as tf
+import tensorflow.experimental.numpy as tnp
 
 from diffwave_vocoder import DiffWaveConfig, Vocoder
 from diffwave_vocoder.features.mel import compress, compute_mel
-from diffwave_vocoder.formats.export import export_saved_model, tflite_bytes
 from diffwave_vocoder.prior import energy_range, frame_energy, prior_std
 from diffwave_vocoder.sampler import InferenceOptions
 from diffwave_vocoder.schedule import noise_levels, resolve_schedule
@@ -148,14 +148,17 @@ def test_trainer_measures_the_range_once_and_resumes_with_the_recipe_config(spee
     assert resumed.step == 4
 
 
-def test_info_shows_the_prior_and_export_refuses_it_in_one_line(energy_vocoder, tmp_path):
-    for export in (lambda: export_saved_model(energy_vocoder, tmp_path / "sm"), lambda: tflite_bytes(energy_vocoder)):
-        with pytest.raises(ValueError, match="standard prior only"):
-            export()
-    assert not (tmp_path / "sm").exists()
+def test_prior_std_in_a_graph_equals_numpy(speech_corpus):
+    """The graph form (what exported models run on their input mel) of the std the sampler uses."""
+    mels = np.stack([speech_mel(speech_corpus, i)[:60] for i in (0, 1)])
+    in_graph = tf.function(lambda mel: prior_std(mel, ENERGY, tnp))(tf.constant(mels))
+    assert in_graph.dtype == tf.float32 and in_graph.shape == (2, 60)
+    np.testing.assert_allclose(in_graph.numpy(), prior_std(mels, ENERGY), rtol=1e-5)
+    standard = tf.function(lambda mel: prior_std(mel, DiffWaveConfig(), tnp))(tf.constant(mels))
+    np.testing.assert_array_equal(standard.numpy(), np.ones((2, 60), np.float32))
+
+
+def test_info_shows_the_prior(energy_vocoder, tmp_path):
     checkpoint = energy_vocoder.save(tmp_path / "model")
     info = run_main("info", str(checkpoint))
     assert info.returncode == 0 and "prior: energy (PriorGrad; frame energy 0.1..4 -> std 0..1, std at least 0.1)" in info.stdout
-    result = run_main("export", str(checkpoint), str(tmp_path / "out"), "--format", "saved_model")
-    assert result.returncode != 0 and "standard prior only" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1

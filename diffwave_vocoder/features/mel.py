@@ -18,12 +18,16 @@ import librosa
 import numpy as np
 import scipy.signal
 
-_COMPRESSIONS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]] = {}
+_COMPRESSIONS: dict[str, tuple[Callable[..., np.ndarray], Callable[..., np.ndarray]]] = {}
 
 
-def register_compression(name: str, compress: Callable[[np.ndarray], np.ndarray],
-                         decompress: Callable[[np.ndarray], np.ndarray]) -> None:
-    """Register a magnitude -> feature map and its inverse under a name usable in MelConvention."""
+def register_compression(name: str, compress: Callable[..., np.ndarray], decompress: Callable[..., np.ndarray]) -> None:
+    """Register a magnitude -> feature map and its inverse under a name usable in MelConvention.
+
+    `decompress(features, xp, **params)` uses arithmetic and functions of the array module `xp`
+    only: NumPy, or `tensorflow.experimental.numpy`, which puts the same formula into a TF graph
+    (the energy prior of an exported model decompresses its input mel there).
+    """
     _COMPRESSIONS[name] = (compress, decompress)
 
 
@@ -32,9 +36,9 @@ def _lmnt_compress(mel: np.ndarray) -> np.ndarray:
     return np.clip((db + 100.0) / 100.0, 0.0, 1.0)
 
 
-def _lmnt_decompress(features: np.ndarray) -> np.ndarray:
+def _lmnt_decompress(features, xp):
     # Values clipped at 0 or 1 were saturated; their magnitudes are not recoverable.
-    return np.power(10.0, (100.0 * np.asarray(features, np.float64) - 80.0) / 20.0)
+    return 10.0 ** ((100.0 * features - 80.0) / 20.0)
 
 
 register_compression("lmnt", _lmnt_compress, _lmnt_decompress)
@@ -52,9 +56,9 @@ def _log_compress(mel, base=np.e, guard="clamp", eps=1e-5, gain=1.0):
     return gain * _log(np.maximum(mel, eps) if guard == "clamp" else mel + eps, base)
 
 
-def _log_decompress(features, base=np.e, guard="clamp", eps=1e-5, gain=1.0):
-    mel = np.power(float(base), np.asarray(features, np.float64) / gain)
-    return mel if guard == "clamp" else np.maximum(mel - eps, 0.0)
+def _log_decompress(features, xp, base=np.e, guard="clamp", eps=1e-5, gain=1.0):
+    mel = float(base) ** (features / gain)
+    return mel if guard == "clamp" else xp.maximum(mel - eps, 0.0)
 
 
 def _zscore_compress(mel, mean, scale, base=10.0, eps=1e-10, gain=1.0):
@@ -62,9 +66,9 @@ def _zscore_compress(mel, mean, scale, base=10.0, eps=1e-10, gain=1.0):
     return (_log_compress(mel, base, "clamp", eps, gain) - np.asarray(mean)) / np.asarray(scale)
 
 
-def _zscore_decompress(features, mean, scale, base=10.0, eps=1e-10, gain=1.0):
-    raw = np.asarray(features, np.float64) * np.asarray(scale) + np.asarray(mean)
-    return _log_decompress(raw, base, "clamp", eps, gain)
+def _zscore_decompress(features, xp, mean, scale, base=10.0, eps=1e-10, gain=1.0):
+    raw = features * np.asarray(scale) + np.asarray(mean)
+    return _log_decompress(raw, xp, base, "clamp", eps, gain)
 
 
 def _coqui_compress(mel, spec_gain=20.0, base=10.0, eps=1e-8, ref_level_db=20.0, min_level_db=-100.0,
@@ -76,12 +80,11 @@ def _coqui_compress(mel, spec_gain=20.0, base=10.0, eps=1e-8, ref_level_db=20.0,
     return np.clip(normed, low, max_norm) if clip_norm else normed
 
 
-def _coqui_decompress(features, spec_gain=20.0, base=10.0, eps=1e-8, ref_level_db=20.0, min_level_db=-100.0,
+def _coqui_decompress(features, xp, spec_gain=20.0, base=10.0, eps=1e-8, ref_level_db=20.0, min_level_db=-100.0,
                       max_norm=4.0, symmetric=True, clip_norm=True):
-    features = np.asarray(features, np.float64)
     normed = (features + max_norm) / (2 * max_norm) if symmetric else features / max_norm
     db = normed * -min_level_db + min_level_db + ref_level_db
-    return _log_decompress(db, base, "clamp", eps, spec_gain)
+    return _log_decompress(db, xp, base, "clamp", eps, spec_gain)
 
 
 register_compression("log", _log_compress, _log_decompress)
@@ -301,8 +304,12 @@ def compress(mel: np.ndarray, convention: MelConvention) -> np.ndarray:
     return _COMPRESSIONS[convention.compression][0](mel, **convention.params).astype(np.float32)
 
 
-def decompress(features: np.ndarray, convention: MelConvention) -> np.ndarray:
-    return _COMPRESSIONS[convention.compression][1](features, **convention.params)
+def decompress(features, convention: MelConvention, xp=np):
+    """Mel magnitudes (powers when convention.power is 2) of compressed features: float64 NumPy, or,
+    with xp = tensorflow.experimental.numpy, a tensor of the features' dtype (usable in a tf.function)."""
+    if xp is np:
+        features = np.asarray(features, np.float64)
+    return _COMPRESSIONS[convention.compression][1](features, xp, **convention.params)
 
 
 def compute_mel(audio, convention: MelConvention = MelConvention(),

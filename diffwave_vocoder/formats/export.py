@@ -3,7 +3,8 @@
 SavedModel: plain tf.Variables and graph functions, nothing from this package, so plain TensorFlow
 (`tf.saved_model.load`) or TF Serving runs it. Signatures take a batch of equal-length mels and one
 seed per utterance and give the audio `Vocoder.vocode` gives for the same seeds (same noise, same
-chunked network; the mel is upsampled chunk by chunk, so memory stays bounded at any length):
+chunked network; the mel is upsampled chunk by chunk, so memory stays bounded at any length; an
+energy-prior model computes its prior's std from the mel inside the graph):
 
     vocode / serving_default   mel float32 (batch, frames, n_mels), seed int64 (batch,)
                                -> audio float32 (batch, frames * hop_length), fast schedule
@@ -16,7 +17,8 @@ The config (model sizes, mel convention, schedules) is written beside it as
 TFLite: the network itself, `denoise` (audio (batch, samples), step (1,), mel (batch, frames,
 n_mels) -> predicted noise), and the reverse loop, `vocode` (mel, noise -> audio). LiteRT's
 builtin ops have no counter-based Gaussian generator, so the loop takes its noise as an input of
-shape (steps, batch, samples): noise[0] is x_T, noise[i] is added after the i-th update. Both run
+shape (steps, batch, samples), standard normal: noise[0] is x_T, noise[i] is added after the i-th
+update (an energy-prior model scales it by its prior's std, computed from the mel). Both run
 the whole input at once (no chunking). `quantize="int8"` stores weights as int8 (dynamic-range
 quantization: activations stay float); its error and speed are in benchmarks/vocode_speed.py --tflite.
 """
@@ -27,10 +29,11 @@ import tempfile
 from pathlib import Path
 
 import tensorflow as tf
+import tensorflow.experimental.numpy as tnp
 
 from ..io.atomic import atomic_directory, atomic_file
 from ..chunking import ChunkedNetwork, network_weights
-from ..prior import uses_prior
+from ..prior import prior_std, uses_prior
 from ..sampler import reverse_diffusion
 from ..schedule import Steps, resolve_schedule
 from ..vocoder import Vocoder
@@ -64,7 +67,9 @@ class _ServingModule(tf.Module):
             schedule = schedules[steps]
             weights = network_weights(config, self.weights_by_path.__getitem__)
             constants = (tf.constant(v) for v in (schedule.steps, schedule.c1, schedule.c2, schedule.sigma))
-            return reverse_diffusion(network, weights, mel, lengths, *constants, seeds=seed, chunked=True)
+            frame_std = prior_std(mel, config, tnp) if uses_prior(config) else None
+            return reverse_diffusion(network, weights, mel, lengths, *constants, seeds=seed, chunked=True,
+                                     frame_std=frame_std)
 
         seed_spec = tf.TensorSpec([None], tf.int64, name="seed")
         if config.unconditional:
@@ -88,17 +93,8 @@ class _ServingModule(tf.Module):
         return {"serving_default": functions[names[0]], **functions}
 
 
-def _refuse_energy_prior(vocoder: Vocoder) -> None:
-    """The energy prior's std comes from the mel through the convention's (NumPy) decompression,
-    which these graphs cannot hold yet."""
-    if uses_prior(vocoder.config):
-        raise ValueError(f"cannot export a vocoder trained with prior {vocoder.config.prior!r}: SavedModel and "
-                         "TFLite exports support the standard prior only")
-
-
 def export_saved_model(vocoder: Vocoder, path: str | os.PathLike) -> Path:
     """Write a SavedModel directory atomically (see the module docstring for its signatures)."""
-    _refuse_energy_prior(vocoder)
     module = _ServingModule(vocoder)
     with atomic_directory(path) as tmp:
         os.chmod(tmp, 0o777 & ~_umask())  # a server running as another user must read it
@@ -128,6 +124,8 @@ class _LiteModule(tf.Module):
         def loop(noise, mel=None):
             steps, c1, c2, sigma = (tf.constant(v) for v in coefficients)
             count = len(schedule)
+            if uses_prior(config):
+                noise = noise * tf.repeat(prior_std(mel, config, tnp), config.hop_length, axis=1)
 
             def body(i, audio):
                 n = count - 1 - i
@@ -156,7 +154,6 @@ def tflite_bytes(vocoder: Vocoder, quantize: str | None = None, steps: Steps = "
     """The TFLite flatbuffer: signatures `denoise` (the network) and `vocode` (the loop, noise in)."""
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
-    _refuse_energy_prior(vocoder)
     module = _LiteModule(vocoder, steps)
     with tempfile.TemporaryDirectory(prefix="diffwave-tflite-") as tmp:
         signatures = {"denoise": module.denoise.get_concrete_function(),
