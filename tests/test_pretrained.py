@@ -25,7 +25,10 @@ def test_default_preset_is_shipped_with_its_provenance():
     assert metadata["training_step"] > 0 and metadata["source"] == "diffwave-vocoder train"
     assert metadata["total_training_steps"] == sum(run["steps"] for run in metadata["training_history"])
     assert metadata["training_history"][-1]["steps"] == metadata["training_step"]
-    assert metadata["training_command"] == "bash recipes/default-vocoder/train.sh"
+    init = metadata["training_history"][-1].get("init_from")
+    assert metadata["training_command"] == "bash recipes/default-vocoder/train.sh WORK" + (
+        f" --init-from {init}" if init else "")
+    assert metadata["prior"] == json.loads((preset_path() / "config.json").read_text())["prior"]
     assert metadata["training_config"] == json.loads((ROOT / "recipes/default-vocoder/config.json").read_text())
     assert metadata["training_data"]["seed"] == 100
     held_out = set(metadata["evaluation_data"]["voices"])

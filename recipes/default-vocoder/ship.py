@@ -1,11 +1,11 @@
 """Export the newest checkpoint of the default-vocoder run into the package, with its provenance and
 its quality on held-out speech (voices and texts never trained on) recorded in metadata.json.
 
-    python recipes/default-vocoder/ship.py [WORK_DIR] [--full]
+    python recipes/default-vocoder/ship.py [WORK_DIR] [--run RUN_DIR] [--full]
 
-WORK_DIR is train.sh's (default ~/diffwave-default-vocoder). Writes diffwave_vocoder/pretrained/default
-(atomically) and recipes/default-vocoder/evaluation.json (per-clip scores). --full also scores the
-50-step schedule.
+WORK_DIR is train.sh's (default ~/diffwave-default-vocoder); RUN_DIR defaults to its run/. Writes
+diffwave_vocoder/pretrained/default (atomically) and recipes/default-vocoder/evaluation.json (per-clip
+scores). --full also scores the 50-step schedule.
 """
 from __future__ import annotations
 
@@ -47,10 +47,11 @@ def training_history(metadata: dict) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("work_dir", nargs="?", type=Path, default=Path.home() / "diffwave-default-vocoder")
+    parser.add_argument("--run", type=Path, help="the run directory to export (default: WORK_DIR/run)")
     parser.add_argument("--full", action="store_true", help="also evaluate the 50-step schedule")
     args = parser.parse_args()
     work = args.work_dir
-    vocoder = load_for_export(work / "run")
+    vocoder = load_for_export(args.run or work / "run")
     step = total_training_steps(vocoder.metadata)
     reports = {"fast": evaluate(vocoder, work / "heldout", steps="fast", progress=True)}
     if args.full:
@@ -62,14 +63,16 @@ def main() -> None:
         quality[schedule] = [{k: (rounded(v) if isinstance(v, float) else v) for k, v in row.items()}
                              for row in report.summary()]
     history = training_history(vocoder.metadata)
+    init = f" --init-from {history[-1]['init_from']}" if "init_from" in history[-1] else ""
     vocoder.metadata.update({
         "preset": DEFAULT_PRESET,
         "training_history": history,
         "total_training_steps": step,
         "recipe": "recipes/default-vocoder (train.sh, config.json, ship.py)",
-        "training_command": "bash recipes/default-vocoder/train.sh",
+        "training_command": f"bash recipes/default-vocoder/train.sh WORK{init}",
         "trainer_command": "diffwave-vocoder train WORK/run WORK/train --val WORK/val "
-                           "--config recipes/default-vocoder/config.json",
+                           f"--config recipes/default-vocoder/config.json{init}",
+        "prior": vocoder.config.prior,
         "training_config": json.loads((HERE / "config.json").read_text()),
         "training_data": corpus_manifest(work / "train"),
         "validation_data": corpus_manifest(work / "val"),

@@ -5,6 +5,8 @@
 #
 # TRAIN_ARGS go to `diffwave-vocoder train`, e.g. `--init-from CKPT` to continue from an exported
 # vocoder when the run directory was lost (weights kept, fresh optimizer; the export records the chain).
+# The config uses PriorGrad's energy prior; the shipped model was trained with the standard prior first
+# and fine-tuned into the energy prior with `--init-from` (its metadata's training_history has the chain).
 #
 # Makes the corpora with `diffwave-vocoder corpus`, then trains with this folder's config.json. The
 # same command resumes an interrupted run (SIGTERM saves a checkpoint first). Training state and
