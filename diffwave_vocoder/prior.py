@@ -58,4 +58,10 @@ def prior_std(mel, config: DiffWaveConfig, xp=np):
     return xp.asarray(xp.maximum(std, config.prior_std_min), xp.float32)
 
 
-__all__ = ["frame_energy", "energy_range", "prior_std", "uses_prior"]
+def sample_std(frame_std, hop_length: int, xp=np):
+    """The prior's std per sample (..., frames * hop_length) from its std per frame: a frame's
+    std holds for each of its hop_length samples, as the mel frame conditions them."""
+    return xp.repeat(frame_std, hop_length, axis=-1)
+
+
+__all__ = ["frame_energy", "energy_range", "prior_std", "sample_std", "uses_prior"]

@@ -16,10 +16,11 @@ from typing import Sequence
 import keras
 import numpy as np
 import tensorflow as tf
+import tensorflow.experimental.numpy as tnp
 
 from .chunking import ChunkedNetwork, NetworkWeights, keras_weight_getter, network_weights
 from .config import DiffWaveConfig
-from .prior import prior_std, uses_prior
+from .prior import prior_std, sample_std, uses_prior
 from .schedule import Schedule
 
 # Samples of a chunk per thread of a TensorFlow op: each thread's share of a chunk's (samples, 64)
@@ -181,7 +182,7 @@ def reverse_diffusion(network: ChunkedNetwork, weights: NetworkWeights, mel: tf.
     `chunked` upsamples the mel chunk by chunk at every step instead of once per call (bounded memory).
     """
     max_length = tf.reduce_max(lengths)
-    scale = None if frame_std is None else tf.repeat(frame_std, network.config.hop_length, axis=1)[:, :max_length]
+    scale = None if frame_std is None else sample_std(frame_std, network.config.hop_length, tnp)[:, :max_length]
     mask = tf.sequence_mask(lengths, max_length, dtype=tf.float32)
     conditioner = None
     if network.conditional and not chunked:

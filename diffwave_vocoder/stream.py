@@ -27,7 +27,7 @@ import tensorflow as tf
 from .chunking import MEL_MARGIN_FRAMES, WavefrontState, keras_weight_getter, network_weights, upsample
 from .features.input_layout import to_numpy
 from .config import DiffWaveConfig
-from .prior import prior_std
+from .prior import prior_std, sample_std
 from .sampler import Sampler, utterance_noise
 from .schedule import Schedule
 
@@ -280,7 +280,7 @@ class StreamSession:
             window = np.pad(window, [(max(self._frames_start, lo) - lo, hi - min(hi, self._received)), (0, 0)])
             parts.append(self._kernels.conditioner(window, lo, frame_count).numpy())
             own = self._frames[first - self._frames_start:real_last - self._frames_start]
-            priors.append(np.repeat(prior_std(own, self._config), hop))
+            priors.append(sample_std(prior_std(own, self._config), hop))
         if last > real_last:  # past the end: zeros, as vocode pads
             past = (last - max(first, real_last)) * hop
             parts.append(np.zeros((past, self._n_mels), np.float32))

@@ -33,7 +33,7 @@ import tensorflow.experimental.numpy as tnp
 
 from ..io.atomic import atomic_directory, atomic_file
 from ..chunking import ChunkedNetwork, network_weights
-from ..prior import prior_std, uses_prior
+from ..prior import prior_std, sample_std, uses_prior
 from ..sampler import reverse_diffusion
 from ..schedule import Steps, resolve_schedule
 from ..vocoder import Vocoder
@@ -125,7 +125,7 @@ class _LiteModule(tf.Module):
             steps, c1, c2, sigma = (tf.constant(v) for v in coefficients)
             count = len(schedule)
             if uses_prior(config):
-                noise = noise * tf.repeat(prior_std(mel, config, tnp), config.hop_length, axis=1)
+                noise = noise * sample_std(prior_std(mel, config, tnp), config.hop_length, tnp)
 
             def body(i, audio):
                 n = count - 1 - i
