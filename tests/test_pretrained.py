@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -28,7 +29,6 @@ def test_default_preset_is_shipped_with_its_provenance():
     init = metadata["training_history"][-1].get("init_from")
     assert metadata["training_command"] == "bash recipes/default-vocoder/train.sh WORK" + (
         f" --init-from {init}" if init else "")
-    assert metadata["prior"] == json.loads((preset_path() / "config.json").read_text())["prior"]
     assert metadata["training_config"] == json.loads((ROOT / "recipes/default-vocoder/config.json").read_text())
     assert metadata["training_data"]["seed"] == 100
     held_out = set(metadata["evaluation_data"]["voices"])
@@ -106,3 +106,27 @@ def test_cli_vocodes_and_resynthesises_with_the_shipped_vocoder_by_default(tmp_p
     result = run_main("vocode", tmp_path / "mel.npy", "-o", tmp_path / "vocoded.wav", "--seed", "0")
     assert result.returncode == 0, result.stderr
     np.testing.assert_allclose(load_audio(tmp_path / "vocoded.wav")[0], audio, atol=2 / 32768)
+
+
+def test_ship_says_in_one_line_what_a_work_dir_lacks(tmp_path):
+    ship = ROOT / "recipes/default-vocoder/ship.py"
+    shipped = {path.name: path.stat().st_mtime_ns for path in preset_path().iterdir()}
+    run = lambda work: subprocess.run([sys.executable, str(ship), str(work)], capture_output=True, text=True,  # noqa: E731
+                                      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    # The last line says it (TensorFlow's native start-up notices may come before it), with no traceback.
+    result = run(tmp_path / "nowhere")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == f"ship.py: {tmp_path / 'nowhere' / 'train'} is not a corpus made " \
+                                             "by train.sh (no corpus.json there)"
+    for name in ("train", "val", "heldout"):  # corpora present, but the run never saved a checkpoint
+        (tmp_path / "work" / name).mkdir(parents=True)
+        (tmp_path / "work" / name / "corpus.json").write_text(json.dumps({
+            "clips": 1, "seed": 0, "sample_rate": 22050, "voices": ["flite:slt"], "tools": {}}))
+    (tmp_path / "work" / "run").mkdir()
+    (tmp_path / "work" / "run" / "config.json").write_text((preset_path() / "config.json").read_text())
+    (tmp_path / "work" / "run" / "training.json").write_text("{}")
+    result = run(tmp_path / "work")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == f"ship.py: training run {tmp_path / 'work' / 'run'} has no complete " \
+                                             "checkpoint yet"
+    assert {path.name: path.stat().st_mtime_ns for path in preset_path().iterdir()} == shipped  # untouched

@@ -283,6 +283,13 @@ def test_export_cli_and_vocode_work_on_any_checkpoint(uninterrupted, tmp_path, c
     assert main(["export", str(tmp_path), str(tmp_path / "x")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a training run, training checkpoint or vocoder checkpoint" in err
+    fresh = tmp_path / "fresh"  # a run stopped before its first save: config.json and training.json only
+    fresh.mkdir()
+    for name in ("config.json", "training.json"):
+        (fresh / name).write_bytes((run / name).read_bytes())
+    assert main(["export", str(fresh), str(tmp_path / "y")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"training run {fresh} has no complete checkpoint yet" in err
 
 
 MIRRORED = r"""

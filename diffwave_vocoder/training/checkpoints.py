@@ -36,6 +36,7 @@ CHECKPOINTS_DIR = "checkpoints"  # of a run directory
 FORMAT_NAME = "diffwave-vocoder-training"
 FORMAT_VERSION = 2  # 2: config.json nests the mel convention (1: flat mel fields)
 STATE_FILE = "state.json"
+SETTINGS_FILE = "training.json"  # a run's training settings, beside its config.json and in each checkpoint
 VARIABLES_PREFIX = "variables"
 _NAME = re.compile(r"^step-(\d+)$")
 
@@ -151,6 +152,8 @@ def _export_source(src: str | os.PathLike) -> Path:
         if latest is None:
             raise ValueError(f"training run {root} has no complete checkpoint yet")
         root = latest
+    elif (root / SETTINGS_FILE).is_file() and not is_training_checkpoint(root):
+        raise ValueError(f"training run {root} has no complete checkpoint yet")
     if not is_training_checkpoint(root) and not (root / CONFIG_FILE).is_file():
         raise ValueError(f"not a training run, training checkpoint or vocoder checkpoint: {root} (expected "
                          f"{CHECKPOINTS_DIR}/, state.json or config.json in it)")

@@ -42,8 +42,8 @@ from ..model import build_model
 from ..prior import energy_range, uses_prior
 from ..schedule import noise_levels
 from ..vocoder import CONFIG_FILE, Vocoder
-from .checkpoints import (CHECKPOINTS_DIR, VARIABLES_PREFIX, CheckpointStore, dtype_policy, load_for_export,
-                          read_state, training_metadata)
+from .checkpoints import (CHECKPOINTS_DIR, SETTINGS_FILE, VARIABLES_PREFIX, CheckpointStore, dtype_policy,
+                          load_for_export, read_state, training_metadata)
 from .data import ClipSet, evaluation_dataset, example_indices, make_dataset
 from .distribute import is_chief, make_strategy
 from .run_lock import RunLock
@@ -51,7 +51,6 @@ from .tensorboard import SummaryLog
 
 log = logging.getLogger(__name__)
 
-SETTINGS_FILE = "training.json"
 EXPORT_DIR = "vocoder"
 LOGS_DIR = "logs"
 ADAM_EPSILON = 1e-8  # torch.optim.Adam's default (Keras' is 1e-7)
@@ -538,7 +537,7 @@ class Trainer:
                  "loss": loss, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         if self.init_provenance is not None:
             state["init_from"] = self.init_provenance
-        files = {CONFIG_FILE: self.config.to_json() + "\n", "training.json": self.settings.to_json() + "\n"}
+        files = {CONFIG_FILE: self.config.to_json() + "\n", SETTINGS_FILE: self.settings.to_json() + "\n"}
         checkpoint = self._checkpoint()
         if not self.chief:
             with tempfile.TemporaryDirectory() as scratch:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 from diffwave_vocoder.evaluation.evaluate import evaluate
@@ -24,6 +25,8 @@ HERE = Path(__file__).resolve().parent
 
 
 def corpus_manifest(path: Path) -> dict:
+    if not (path / "corpus.json").is_file():
+        raise ValueError(f"{path} is not a corpus made by train.sh (no corpus.json there)")
     manifest = json.loads((path / "corpus.json").read_text())
     return {key: manifest[key] for key in ("clips", "seed", "sample_rate", "voices", "tools")}
 
@@ -44,17 +47,13 @@ def training_history(metadata: dict) -> list[dict]:
     return earlier + [run]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("work_dir", nargs="?", type=Path, default=Path.home() / "diffwave-default-vocoder")
-    parser.add_argument("--run", type=Path, help="the run directory to export (default: WORK_DIR/run)")
-    parser.add_argument("--full", action="store_true", help="also evaluate the 50-step schedule")
-    args = parser.parse_args()
-    work = args.work_dir
-    vocoder = load_for_export(args.run or work / "run")
+def ship(work: Path, run: Path, full: bool) -> None:
+    # The corpora's manifests first: a wrong WORK_DIR fails before minutes of evaluation.
+    data = {name: corpus_manifest(work / name) for name in ("train", "val", "heldout")}
+    vocoder = load_for_export(run)
     step = total_training_steps(vocoder.metadata)
     reports = {"fast": evaluate(vocoder, work / "heldout", steps="fast", progress=True)}
-    if args.full:
+    if full:
         reports["full"] = evaluate(vocoder, work / "heldout", steps="full", baseline=None, ground_truth=False,
                                    progress=True)
     quality = {}
@@ -72,11 +71,10 @@ def main() -> None:
         "training_command": f"bash recipes/default-vocoder/train.sh WORK{init}",
         "trainer_command": "diffwave-vocoder train WORK/run WORK/train --val WORK/val "
                            f"--config recipes/default-vocoder/config.json{init}",
-        "prior": vocoder.config.prior,
         "training_config": json.loads((HERE / "config.json").read_text()),
-        "training_data": corpus_manifest(work / "train"),
-        "validation_data": corpus_manifest(work / "val"),
-        "evaluation_data": {**corpus_manifest(work / "heldout"),
+        "training_data": data["train"],
+        "validation_data": data["val"],
+        "evaluation_data": {**data["heldout"],
                             "note": "voices and texts never trained on (corpus --exclude-texts-of train)"},
         "quality_heldout": quality,
     })
@@ -85,6 +83,18 @@ def main() -> None:
     with atomic_file(HERE / "evaluation.json") as tmp:
         tmp.write_text(json.dumps(evaluation, indent=1) + "\n")
     print(f"\nwrote {out} (step {step}) and {HERE / 'evaluation.json'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("work_dir", nargs="?", type=Path, default=Path.home() / "diffwave-default-vocoder")
+    parser.add_argument("--run", type=Path, help="the run directory to export (default: WORK_DIR/run)")
+    parser.add_argument("--full", action="store_true", help="also evaluate the 50-step schedule")
+    args = parser.parse_args()
+    try:
+        ship(args.work_dir, args.run or args.work_dir / "run", args.full)
+    except (ValueError, OSError) as error:  # a wrong directory, a run without checkpoints, a missing corpus
+        sys.exit(f"ship.py: {' '.join(str(error).split())}")
 
 
 if __name__ == "__main__":
