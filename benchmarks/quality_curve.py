@@ -3,10 +3,15 @@ Griffin-Lim and ground truth from the same mels.
 
     python benchmarks/quality_curve.py RUN_DIR DATA... [--out quality.png] [--json quality.json]
         [--metrics stoi,pesq,logmel_l1,dnsmos_p808] [--steps fast] [--max-seconds S] [--earlier CKPT...]
+        [--extend quality.json]
 
 Steps count from the start of training: a fine-tuning run's checkpoints sit after the steps of the
 checkpoint it started from, which is the first point. `--earlier` adds vocoder checkpoints from before
-that (the exports of earlier runs of the chain), each at its own step.
+that (the exports of earlier runs of the chain, whatever their prior), each at its own step.
+
+`--extend` continues a curve this script wrote before (its --json): the stored points stay as they were
+scored (their checkpoints may be gone with the machine that trained them), only steps the file lacks are
+scored, on the same clips, seed and metrics, and the merged curve is written back (to --json if given).
 
 The plot has one panel per metric: the vocoder's score at each checkpoint step, with Griffin-Lim and
 ground truth (where a reference-free metric gives it a score) as horizontal lines. Needs the `eval`
@@ -18,7 +23,8 @@ import argparse
 import math
 from pathlib import Path
 
-from diffwave_vocoder.evaluation.evaluate import HIGHER_IS_BETTER, OURS, evaluate_run
+from diffwave_vocoder.evaluation.evaluate import (GRIFFIN_LIM, GROUND_TRUTH, HIGHER_IS_BETTER, OURS, EvaluationReport,
+                                                  clip_paths, evaluate_run)
 from diffwave_vocoder.io.atomic import atomic_file
 
 LABELS = {"stoi": "STOI", "estoi": "ESTOI", "pesq": "PESQ (wb)", "mcd": "MCD (dB)", "mrstft": "MR-STFT",
@@ -56,27 +62,67 @@ def plot(summary: list[dict], metrics: list[str], out: Path, title: str) -> None
         fig.savefig(tmp, dpi=110)
 
 
+def extend(stored: EvaluationReport, run: Path, data: list[str], steps: str, max_seconds: float | None,
+           earlier: list[Path]) -> EvaluationReport:
+    """`stored` with the points of `run` (and `earlier`) it lacks, scored as it was."""
+    settings = stored.settings
+    wanted = {"steps": steps, "max_seconds": max_seconds}
+    differ = {key: (settings.get(key), value) for key, value in wanted.items() if settings.get(key) != value}
+    clips = sorted({row["clip"] for row in stored.rows})
+    given = sorted(path.stem for path in clip_paths(data))
+    if given != clips:
+        differ["clips"] = (f"{len(clips)} clips", f"{len(given)} clips")
+    if differ:
+        raise SystemExit("quality_curve.py: the stored curve was scored otherwise: " + ", ".join(
+            f"{key} {old!r} (stored) vs {new!r} (now)" for key, (old, new) in differ.items()))
+    systems = {row["system"] for row in stored.rows}
+    new = evaluate_run(run, data, steps=steps, metrics=stored.metrics, seed=settings.get("seed", 0),
+                       max_seconds=max_seconds, progress=True, earlier=earlier,
+                       baseline=None if GRIFFIN_LIM in systems else settings.get("baseline", GRIFFIN_LIM),
+                       ground_truth=GROUND_TRUTH not in systems,
+                       skip_steps=[row["step"] for row in stored.rows if row["system"] == OURS])
+    merged = {**new.settings, "checkpoints": settings.get("checkpoints", []) + new.settings["checkpoints"],
+              "runs": settings.get("runs", [settings.get("run")]) + [new.settings["run"]],
+              "baseline": settings.get("baseline")}
+    del merged["run"], merged["steps_before_run"]
+    return EvaluationReport(stored.metrics, stored.rows + new.rows, stored.skipped, merged)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("data", nargs="+")
-    parser.add_argument("--metrics", default="stoi,pesq,logmel_l1,dnsmos_p808")
+    parser.add_argument("--metrics", help="default: stoi,pesq,logmel_l1,dnsmos_p808 (with --extend: the stored ones)")
     parser.add_argument("--steps", default="fast")
     parser.add_argument("--max-seconds", type=float)
     parser.add_argument("--out", type=Path, default=Path("quality.png"))
     parser.add_argument("--json", type=Path)
     parser.add_argument("--earlier", nargs="+", default=[], type=Path, metavar="CKPT",
                         help="vocoder checkpoints of earlier runs of the same model, plotted at their steps")
+    parser.add_argument("--extend", type=Path, metavar="JSON",
+                        help="a curve this script wrote (--json): score only the steps it lacks and merge")
     args = parser.parse_args()
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    report = evaluate_run(args.run, args.data, steps=args.steps, metrics=metrics, max_seconds=args.max_seconds,
-                          progress=True, earlier=args.earlier)
+    metrics = [m.strip() for m in (args.metrics or "stoi,pesq,logmel_l1,dnsmos_p808").split(",") if m.strip()]
+    if args.extend:
+        try:
+            stored = EvaluationReport.read_json(args.extend)
+        except ValueError as error:
+            raise SystemExit(f"quality_curve.py: {error}") from None
+        if args.metrics and tuple(metrics) != stored.metrics:
+            raise SystemExit(f"quality_curve.py: --metrics {','.join(metrics)} differ from the stored curve's "
+                             f"{','.join(stored.metrics)}")
+        metrics = list(stored.metrics)
+        report = extend(stored, args.run, args.data, args.steps, args.max_seconds, args.earlier)
+    else:
+        report = evaluate_run(args.run, args.data, steps=args.steps, metrics=metrics, max_seconds=args.max_seconds,
+                              progress=True, earlier=args.earlier)
     print(report.table())
-    if args.json:
-        report.write_json(args.json)
+    out_json = args.json or args.extend
+    if out_json:
+        report.write_json(out_json)
     clips = len({row["clip"] for row in report.rows})
     plot(report.summary(), metrics, args.out, f"{args.run.name}: {clips} held-out clips, {args.steps} schedule")
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out}" + (f" and {out_json}" if out_json else ""))
 
 
 if __name__ == "__main__":

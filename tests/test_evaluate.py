@@ -178,3 +178,52 @@ def test_evaluate_run_gives_one_summary_row_per_checkpoint(speech_corpus, tmp_pa
     rows = list(csv.DictReader((tmp_path / "steps.csv").open()))
     assert [(r["system"], r["step"]) for r in rows] == [(OURS, "2"), (OURS, "4"), (GROUND_TRUTH, "")]
     assert float(rows[0]["logmel_l1"]) == pytest.approx(report.rows[0]["logmel_l1"], rel=1e-5)
+
+
+def test_quality_curve_extends_a_stored_curve_without_rescoring_it(speech_corpus, tmp_path, wavs):
+    """benchmarks/quality_curve.py --extend: stored points stay (their checkpoints may be gone), new ones join."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from diffwave_vocoder.config import DiffWaveConfig
+    from diffwave_vocoder.evaluation.evaluate import EvaluationReport
+    from diffwave_vocoder.training.trainer import Trainer, TrainingSettings
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "quality_curve.py"
+    run = tmp_path / "run"
+    tiny = DiffWaveConfig(residual_channels=8, residual_layers=4, dilation_cycle_length=2)
+    training = TrainingSettings(max_steps=4, batch_size=4, crop_frames=8, checkpoint_every=2, val_fraction=0.0,
+                                learning_rate=1e-2, keep_last=2)
+    Trainer(run, speech_corpus, config=tiny, settings=training).fit()
+    curve = tmp_path / "curve.json"
+
+    def quality_curve(*args):
+        return subprocess.run([sys.executable, str(script), str(run), str(wavs[0]), "--max-seconds", "0.5",
+                               "--out", str(tmp_path / "curve.png"), *map(str, args)], capture_output=True, text=True,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+    result = quality_curve("--metrics", "logmel_l1", "--json", curve)
+    assert result.returncode == 0, result.stderr[-2000:]
+    stored = EvaluationReport.read_json(curve)
+    assert [(e["system"], e["step"]) for e in stored.summary()] == [(OURS, 2), (OURS, 4), (GRIFFIN_LIM, None),
+                                                                    (GROUND_TRUTH, None)]
+    data = json.loads(curve.read_text())
+    marked = next(row for row in data["clips"] if row["system"] == OURS and row["step"] == 2)
+    marked["logmel_l1"] = 123.0  # a stored point is kept as it is, never scored again
+    curve.write_text(json.dumps(data))
+
+    Trainer(run, speech_corpus, settings=training.replace(max_steps=6)).fit()  # step 2 is rotated away
+    assert not (run / "checkpoints" / "step-000000002").exists()
+    result = quality_curve("--extend", curve)
+    assert result.returncode == 0, result.stderr[-2000:]
+    merged = {(e["system"], e["step"]): e["logmel_l1"] for e in EvaluationReport.read_json(curve).summary()}
+    assert list(merged) == [(OURS, 2), (OURS, 4), (GRIFFIN_LIM, None), (GROUND_TRUTH, None), (OURS, 6)]
+    assert merged[(OURS, 2)] == 123.0 and merged[(OURS, 4)] == stored.summary()[1]["logmel_l1"]
+    assert (tmp_path / "curve.png").stat().st_size > 0
+
+    result = quality_curve("--extend", curve, "--steps", "full")
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == ("quality_curve.py: the stored curve was scored otherwise: "
+                                              "steps 'fast' (stored) vs 'full' (now)")

@@ -104,6 +104,21 @@ def test_a_standard_prior_checkpoint_fine_tunes_into_an_energy_prior_run(speech_
     exported = Vocoder.load(trainer.fit().exported)
     assert exported.config == trainer.config and exported.metadata["init_from"]["path"] == str(pretrained)
 
+    # Its quality curve crosses the switch: each point is sampled with its own checkpoint's prior.
+    from diffwave_vocoder.evaluation.evaluate import evaluate, evaluate_run
+
+    clip = sorted((speech_corpus / "wavs").glob("*.wav"))[:1]
+    options = dict(metrics=["logmel_l1"], baseline=None, ground_truth=False, max_seconds=0.5, progress=False)
+    curve = {e["step"]: e["logmel_l1"] for e in evaluate_run(run, clip, **options).summary()}
+    assert sorted(curve) == [6, 8]
+    assert curve[6] == pytest.approx(evaluate(Vocoder.load(pretrained), clip, **options).summary()[0]["logmel_l1"],
+                                     rel=1e-5)
+    assert curve[8] == pytest.approx(evaluate(exported, clip, **options).summary()[0]["logmel_l1"], rel=1e-5)
+    # The same weights under the standard prior score otherwise: the energy prior was used.
+    standard = Vocoder(exported.model, TINY)
+    assert curve[8] != pytest.approx(evaluate(standard, clip, **options).summary()[0]["logmel_l1"], rel=1e-3)
+    assert [e["step"] for e in evaluate_run(run, clip, skip_steps=[6], **options).summary()] == [8]
+
 
 def test_cli_fine_tunes_from_a_checkpoint_with_its_config(speech_corpus, pretrained, tmp_path, capsys):
     from diffwave_vocoder.cli import main

@@ -319,6 +319,18 @@ class EvaluationReport:
             tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return Path(path)
 
+    @classmethod
+    def read_json(cls, path: str | os.PathLike) -> "EvaluationReport":
+        """A report `write_json` wrote (undefined values, null there, come back as NaN)."""
+        try:
+            data = json.loads(Path(path).read_text())
+            metrics = tuple(data["metrics"])
+            rows = [{k: (math.nan if v is None and k in metrics else v) for k, v in row.items()}
+                    for row in data["clips"]]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"cannot read evaluation report {path}: {error}") from None
+        return cls(metrics, rows, data.get("skipped", []), data.get("settings", {}))
+
     def _write_csv(self, path: str | os.PathLike, rows: list[dict[str, Any]], columns: list[str]) -> Path:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, columns, extrasaction="ignore", lineterminator="\n")
@@ -451,16 +463,18 @@ def evaluate(vocoder: Any, clips: Any, steps: Any = "fast", baseline: str | None
 def evaluate_run(run_dir: str | os.PathLike, clips: Any, steps: Any = "fast", baseline: str | None = "griffin-lim",
                  metrics: Sequence[str] | None = None, seed: int = 0, max_seconds: float | None = None,
                  ground_truth: bool = True, progress: bool | None = None,
-                 earlier: Sequence[str | os.PathLike] = ()) -> EvaluationReport:
+                 earlier: Sequence[str | os.PathLike] = (), skip_steps: Sequence[int] = ()) -> EvaluationReport:
     """Score every checkpoint of a training run (`checkpoints/step-*`, oldest first) on the same
     clips, seeds and metrics: rows of system 'diffwave' carry their step, so `summary()` has one
     entry per step (quality over training). The baseline and ground truth are scored once.
 
     Steps count from the start of training. A fine-tuning run's steps include those of the checkpoint
     it started from (`settings["steps_before_run"]`), and that checkpoint, where it still exists, is
-    scored as the run's first point. earlier: more vocoder checkpoints of the same model (the exports a
-    chain of fine-tuning runs went through), each scored at its own total step."""
+    scored as the run's first point. earlier: more vocoder checkpoints of the same network (the exports a
+    chain of fine-tuning runs went through, whose prior may differ), each scored at its own total step.
+    skip_steps: total steps not to score (those a stored report already has)."""
     from ..training.checkpoints import CHECKPOINTS_DIR, CheckpointStore, load_for_export
+    from ..training.trainer import init_mismatch
 
     store = CheckpointStore(Path(run_dir) / CHECKPOINTS_DIR)
     steps_found = store.steps()
@@ -478,21 +492,33 @@ def evaluate_run(run_dir: str | os.PathLike, clips: Any, steps: Any = "fast", ba
             raise ValueError(f"{path} records no training step (metadata.json has no training_step)")
         points.append((step, Path(path)))
     points = sorted({path.resolve(): (step, path) for step, path in points}.values(), key=lambda point: point[0])
-    vocoder = first if points[0][1] == store.path(steps_found[0]) else load_for_export(points[0][1])
+    skip = set(skip_steps)
+    points = [(step, path) for step, path in points if step not in skip]
+    vocoder = first
     convention = vocoder.mel_convention
     scorer = Scorer(convention, metrics)
     loaded, skipped = _as_clips(clips, convention, max_seconds)
+    current = [vocoder]  # the vocoder of the point being scored
 
     def loader(path: Path) -> Callable[[], None]:
-        def load() -> None:  # into the same model, so that its traced sampler is reused
+        def load() -> None:
             checkpoint = load_for_export(path)
-            if checkpoint.config != vocoder.config:
-                raise ValueError(f"checkpoint {path} has another model config than {points[0][1]}")
-            vocoder.model.set_weights(checkpoint.model.get_weights())
+            mismatch = init_mismatch(checkpoint.config, vocoder.config)
+            if mismatch:
+                raise ValueError(f"checkpoint {path} is another network than the run's: {mismatch}")
+            if checkpoint.config == vocoder.config:  # into the same model, so that its traced sampler is reused
+                vocoder.model.set_weights(checkpoint.model.get_weights())
+                current[0] = vocoder
+            else:  # another prior (a chain that switched to the energy prior): its own sampler
+                current[0] = checkpoint
         return load
 
-    synthesise = _vocoding(vocoder, steps, seed)
-    systems = [_System(OURS, step, synthesise, loader(path) if i else None) for i, (step, path) in enumerate(points)]
+    def synthesise(clip: EvaluationClip, index: int) -> np.ndarray:
+        return current[0].vocode(clip.mel, steps=steps, seed=seed + index)
+
+    # The run's first checkpoint is loaded already: scored first, it needs no loading.
+    systems = [_System(OURS, step, synthesise, None if i == 0 and path == store.path(steps_found[0]) else loader(path))
+               for i, (step, path) in enumerate(points)]
     systems += _reference_systems(convention, baseline, ground_truth, seed)
     rows = _run(systems, loaded, scorer, progress)
     settings = {"run": str(run_dir), "checkpoints": [str(path) for _, path in points],
