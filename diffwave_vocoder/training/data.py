@@ -460,12 +460,14 @@ def example_indices(first_example: int, global_batch: int, replica_batch: int, r
 
 
 def make_dataset(clips: ClipSet, indices: "tf.data.Dataset", batch_size: int, max_steps: int,  # noqa: F821
-                 evaluation: bool = False, drop_remainder: bool = True) -> "tf.data.Dataset":  # noqa: F821
+                 evaluation: bool = False, drop_remainder: bool = True,
+                 step_logits: np.ndarray | None = None) -> "tf.data.Dataset":  # noqa: F821
     """Batches of {audio, mel (conditional), step, noise, prior_std (per frame, energy prior only)}
     for the example indices given.
 
-    The diffusion step (uniform integer in [0, max_steps), the reference's randint) and the
-    Gaussian noise of an example are drawn from stateless Philox streams keyed by (seed, k).
+    The diffusion step (uniform integer in [0, max_steps), the reference's randint, or drawn with
+    the log-probabilities `step_logits` (max_steps,) when given) and the Gaussian noise of an example
+    are drawn from stateless Philox streams keyed by (seed, k).
     """
     import tensorflow as tf
 
@@ -480,15 +482,18 @@ def make_dataset(clips: ClipSet, indices: "tf.data.Dataset", batch_size: int, ma
             return audio, mel, prior_std(mel, clips.config)
         return (audio, mel) if conditional else audio
 
+    def draw_step(key):
+        if step_logits is None:
+            return tf.random.stateless_uniform([], key, minval=0, maxval=max_steps, dtype=tf.int32)
+        return tf.random.stateless_categorical(tf.constant(step_logits, tf.float32)[None], 1, key, dtype=tf.int32)[0, 0]
+
     def to_example(k):
         types = [tf.float32] * (3 if with_prior else 2) if conditional else tf.float32
         out = tf.numpy_function(load, [k], types, stateful=False)
         seed = tf.stack([tf.constant(clips.seed, tf.int64), tf.cast(k, tf.int64)])
         example = {
             "audio": tf.ensure_shape(out[0] if conditional else out, [length]),
-            "step": tf.random.stateless_uniform(
-                [], tf.random.experimental.stateless_fold_in(seed, _STEP + 16 * domain),
-                minval=0, maxval=max_steps, dtype=tf.int32),
+            "step": draw_step(tf.random.experimental.stateless_fold_in(seed, _STEP + 16 * domain)),
             "noise": tf.random.stateless_normal(
                 [length], tf.random.experimental.stateless_fold_in(seed, _NOISE + 16 * domain)),
         }

@@ -65,7 +65,7 @@ _FINE_TUNING_FREE_FIELDS = ("inference_noise_schedule", "audio_len", "prior", "p
 # Settings that change which examples, noise or updates a step sees: changing them on resume is
 # allowed, but the run is then no longer identical to an uninterrupted one.
 _TRAJECTORY_FIELDS = ("batch_size", "learning_rate", "loss", "max_grad_norm", "crop_frames", "crop_samples",
-                      "seed", "mixed_precision", "val_fraction")
+                      "seed", "mixed_precision", "val_fraction", "low_noise_emphasis")
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,10 @@ class TrainingSettings:
     val_vocode_clips: int = 2
     val_vocode_seconds: float = 4.0
     mixed_precision: str | None = None  # "float16" (with loss scaling) or "bfloat16"
+    # Diffusion steps are drawn with probability proportional to (noise std at the step) ** -emphasis:
+    # 0 is the reference's uniform draw; larger values train the low-noise steps (the waveform's fine
+    # structure, the last steps of sampling) more often. Validation keeps the uniform draw.
+    low_noise_emphasis: float = 0.0
     # Fine-tuning: a vocoder checkpoint, training checkpoint or run whose weights a new run starts
     # from (with a fresh optimizer); ignored once the run has checkpoints of its own.
     init_from: str | None = None
@@ -105,6 +109,8 @@ class TrainingSettings:
                 raise ValueError(f"{name} must be a positive integer or null, got {value!r}")
         if not isinstance(self.keep_every, int) or self.keep_every < 0:
             raise ValueError(f"keep_every must be an integer >= 0, got {self.keep_every!r}")
+        if not (isinstance(self.low_noise_emphasis, (int, float)) and 0 <= self.low_noise_emphasis <= 4):
+            raise ValueError(f"low_noise_emphasis must be a number in [0, 4], got {self.low_noise_emphasis!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
         if self.loss not in ("l1", "l2"):
@@ -498,9 +504,16 @@ class Trainer:
             replica_batch = context.get_per_replica_batch_size(s.batch_size)
             indices = example_indices(first_example, s.batch_size, replica_batch,
                                       context.input_pipeline_id * local, local)
-            return make_dataset(clips, indices, replica_batch, steps)
+            return make_dataset(clips, indices, replica_batch, steps, step_logits=self._step_logits())
 
         return self.strategy.distribute_datasets_from_function(per_pipeline)
+
+    def _step_logits(self) -> np.ndarray | None:
+        """Log-probabilities of the training draw of diffusion steps (None: uniform)."""
+        if not self.settings.low_noise_emphasis:
+            return None
+        noise_std = np.sqrt(1.0 - noise_levels(self.config).astype(np.float64))
+        return (-self.settings.low_noise_emphasis * np.log(noise_std)).astype(np.float32)
 
     # -- checkpoints ----------------------------------------------------------------------------
 
