@@ -340,3 +340,30 @@ def test_unconditional_examples_are_audio_crops_of_the_requested_length(tones):
     assert len(starts) == 1
     batch = next(iter(make_dataset(clips, example_indices(0, 2, 2, 0, 1), 2, 50)))
     assert set(batch) == {"audio", "step", "noise"} and batch["audio"].shape == (2, 20_000)
+
+
+def test_low_noise_emphasis_draws_steps_in_proportion_to_noise_std_to_the_minus_e(tones):
+    from diffwave_vocoder.schedule import noise_levels
+    from diffwave_vocoder.training.trainer import Trainer, TrainingSettings, step_probabilities
+
+    noise_std = np.sqrt(1.0 - noise_levels(CONFIG).astype(np.float64))
+    np.testing.assert_allclose(step_probabilities(CONFIG, 0.0), np.full(50, 1 / 50))
+    p = step_probabilities(CONFIG, 1.0)
+    assert p.sum() == pytest.approx(1.0) and p[0] / p[-1] == pytest.approx(noise_std[-1] / noise_std[0])
+    clips = ClipSet.scan(tones, CONFIG, crop_frames=8, seed=1)
+    draws = np.concatenate([b["step"].numpy() for b in make_dataset(
+        clips, example_indices(0, 64, 64, 0, 1), 64, 50, step_logits=np.log(p).astype(np.float32)).take(24)])
+    low = p[:5].sum()  # 0.61 of the draws at emphasis 1, against 0.1 uniform
+    assert abs(np.mean(draws < 5) - low) < 4 * np.sqrt(low * (1 - low) / len(draws))
+    # The trainer's own dataset draws with those probabilities; emphasis 0 is the uniform draw unchanged.
+    uniform = list(make_dataset(clips, example_indices(0, 64, 64, 0, 1), 64, 50).take(2))
+    for emphasis, expected in ((0.0, None), (1.0, p)):
+        trainer = Trainer(tones.parent / f"run{emphasis}", tones, config=CONFIG, settings=TrainingSettings(
+            crop_frames=8, batch_size=64, seed=1, val_fraction=0.0, low_noise_emphasis=emphasis))
+        steps = np.concatenate([b["step"].numpy() for b in trainer._dataset(0).take(2)])
+        if expected is None:
+            assert np.array_equal(steps, np.concatenate([b["step"].numpy() for b in uniform]))
+        else:
+            assert np.mean(steps < 5) > 0.45
+    with pytest.raises(ValueError, match="low_noise_emphasis"):
+        TrainingSettings(low_noise_emphasis=-1.0)

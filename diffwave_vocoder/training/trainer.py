@@ -203,6 +203,14 @@ def _with_measured_prior(config: DiffWaveConfig, measured: DiffWaveConfig) -> Di
     return config
 
 
+def step_probabilities(config: DiffWaveConfig, low_noise_emphasis: float) -> np.ndarray:
+    """How often training draws each diffusion step: proportional to its noise std ** -emphasis
+    (`TrainingSettings.low_noise_emphasis`; uniform at 0)."""
+    noise_std = np.sqrt(1.0 - noise_levels(config).astype(np.float64))
+    weights = noise_std ** -float(low_noise_emphasis)
+    return weights / weights.sum()
+
+
 def diffusion_loss(model: keras.Model, batch: dict[str, tf.Tensor], levels: tf.Tensor, loss: str,
                    training: bool) -> tf.Tensor:
     """Per-example loss (B,): mean |eps - model(noisy, t, mel)| (or squared) over the samples.
@@ -509,11 +517,10 @@ class Trainer:
         return self.strategy.distribute_datasets_from_function(per_pipeline)
 
     def _step_logits(self) -> np.ndarray | None:
-        """Log-probabilities of the training draw of diffusion steps (None: uniform)."""
+        """Log-probabilities of the training draw of diffusion steps (None: the uniform draw)."""
         if not self.settings.low_noise_emphasis:
             return None
-        noise_std = np.sqrt(1.0 - noise_levels(self.config).astype(np.float64))
-        return (-self.settings.low_noise_emphasis * np.log(noise_std)).astype(np.float32)
+        return np.log(step_probabilities(self.config, self.settings.low_noise_emphasis)).astype(np.float32)
 
     # -- checkpoints ----------------------------------------------------------------------------
 
@@ -729,4 +736,4 @@ def train(model_dir: str | os.PathLike, data: str | os.PathLike | Sequence[str |
 
 
 __all__ = ["TrainingSettings", "Trainer", "TrainingResult", "StorageError", "train",
-           "load_config_file", "stored_run", "diffusion_loss", "init_mismatch"]
+           "load_config_file", "stored_run", "diffusion_loss", "init_mismatch", "step_probabilities"]
