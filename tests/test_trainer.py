@@ -444,3 +444,25 @@ def test_strategy_errors_are_clear(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ValueError, match="multi-worker needs the TF_CONFIG environment variable"):
         make_strategy("multi-worker")
+
+
+def test_loss_by_step_benchmark_scores_the_trainers_loss_per_diffusion_step(speech_corpus, tmp_path):
+    """benchmarks/loss_by_step.py: a fresh model predicts zero noise (its output layer is zero, as the
+    reference's), so its loss is E|N(0, 1)| = 0.798 at every step; one that predicts noise unrelated to
+    the input's scores worse."""
+    from pathlib import Path
+
+    from helpers import audible_vocoder
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "loss_by_step.py"
+    fresh = Vocoder.from_config(TINY, seed=0).save(tmp_path / "fresh")
+    unrelated = audible_vocoder(TINY, seed=0, std=0.5).save(tmp_path / "unrelated")
+    result = subprocess.run([sys.executable, str(script), str(fresh), str(unrelated), "--data", str(speech_corpus),
+                             "--crop-frames", "8", "--steps", "0,49"], capture_output=True, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {line.split(" | ")[0].strip("| "): [float(v) for v in line.strip(" |").split(" | ")[1:]]
+            for line in result.stdout.splitlines() if line.startswith(f"| {tmp_path}")}
+    assert rows[str(fresh)] == pytest.approx([0.798, 0.798, 0.798], abs=0.02)
+    assert all(u > f for u, f in zip(rows[str(unrelated)], rows[str(fresh)])), rows
+    assert rows[str(unrelated)][0] != rows[str(unrelated)][1]  # each step is scored on its own noisy input
