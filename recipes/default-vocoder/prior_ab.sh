@@ -8,7 +8,8 @@
 # way; checkpoints every 500), then scores each of its checkpoints on the held-out clips (fast
 # schedule) into WORK_DIR/RUN_NAME.json. TRAIN_ARGS go to `diffwave-vocoder train`: `--init-from CKPT`
 # fine-tunes a standard-prior checkpoint into the energy prior. The README's standard side was the
-# recipe's own run (then standard) at the same steps.
+# recipe's own run (then standard) at the same steps. Other training levers are arms of the same kind:
+# `--init-from EXPORT --low-noise-emphasis 0.5` against `--init-from EXPORT` (the README's step-draw A/B).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ $# -ge 3 ] || { echo "usage: bash $0 WORK_DIR RUN_NAME STEPS [TRAIN_ARGS...], got $# arguments" >&2; exit 2; }
