@@ -3,11 +3,12 @@ where along the noise schedule a model has learned least (a diagnostic for train
 
     python benchmarks/loss_by_step.py CKPT... --data DIR [--steps 0,1,2,4,8,16,32,49] [--crop-frames 32]
 
-CKPT: vocoder checkpoints, training checkpoints or runs (their newest checkpoint). Each clip of DIR gives
-one crop of `--crop-frames` mel frames at a position drawn with `--seed`, and every checkpoint and step sees
-the same crops and the same noise, drawn from its own prior (so energy- and standard-prior checkpoints
-are each scored on their own objective). The loss is the trainer's (`training.trainer.diffusion_loss`,
-L1 in the prior's units). A model that predicted zero noise would score E|N(0, 1)| = 0.798 at every step.
+CKPT: vocoder checkpoints, training checkpoints or runs (their newest checkpoint). The crops and noise are
+the trainer's validation examples (`training.data.evaluation_dataset`: one fixed crop of `--crop-frames`
+mel frames per clip of DIR and its noise, keyed by `--seed`, drawn from the checkpoint's own prior, so
+energy- and standard-prior checkpoints are each scored on their own objective); only the diffusion step is
+set here. The loss is the trainer's (`training.trainer.diffusion_loss`, L1 in the prior's units). A model
+that predicted zero noise would score E|N(0, 1)| = 0.798 at every step.
 """
 from __future__ import annotations
 
@@ -16,31 +17,27 @@ import argparse
 import numpy as np
 import tensorflow as tf
 
-from diffwave_vocoder.evaluation.evaluate import clip_paths
-from diffwave_vocoder.features.mel import compute_mel
-from diffwave_vocoder.io.audio import load_audio
-from diffwave_vocoder.prior import prior_std, uses_prior
 from diffwave_vocoder.schedule import noise_levels
 from diffwave_vocoder.training.checkpoints import load_for_export
+from diffwave_vocoder.training.data import ClipSet, evaluation_dataset
 from diffwave_vocoder.training.trainer import diffusion_loss
 
 
-def crops(data: str, vocoder, frames: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(audio (clips, frames * hop), mel (clips, frames, n_mels)): one crop per clip long enough."""
-    rng = np.random.default_rng(seed)
-    hop, audio_crops, mel_crops = vocoder.hop_length, [], []
-    for path in clip_paths(data):
-        audio, _ = load_audio(path)
-        mel = compute_mel(audio, vocoder.mel_convention)
-        if len(mel) <= frames:
-            continue
-        start = int(rng.integers(0, len(mel) - frames))
-        audio = np.pad(audio, (0, max(0, (start + frames) * hop - len(audio))))
-        audio_crops.append(audio[start * hop:(start + frames) * hop])
-        mel_crops.append(mel[start:start + frames])
-    if not audio_crops:
-        raise SystemExit(f"loss_by_step.py: no clip in {data} is longer than {frames} frames")
-    return np.stack(audio_crops).astype(np.float32), np.stack(mel_crops).astype(np.float32)
+def losses_by_step(vocoder, data: str, steps: list[int], crop_frames: int, seed: int) -> list[float]:
+    """Mean loss over the crops of `data` at each diffusion step of `steps`."""
+    config = vocoder.config
+    clips = ClipSet.scan(data, config, crop_frames=crop_frames, seed=seed, name="--data")
+    if not len(clips):
+        raise SystemExit(f"loss_by_step.py: no clip in {data} is longer than {crop_frames} frames")
+    levels = tf.constant(noise_levels(config))
+    totals = np.zeros(len(steps))
+    for batch in evaluation_dataset(clips, 16, config.max_steps):
+        size = tf.shape(batch["audio"])[0]
+        for i, t in enumerate(steps):
+            totals[i] += float(tf.reduce_sum(diffusion_loss(
+                vocoder.model, {**batch, "step": tf.fill([size], t)}, levels, "l1", config.hop_length,
+                training=False)))
+    return list(totals / len(clips))
 
 
 def main() -> None:
@@ -55,16 +52,7 @@ def main() -> None:
     print("| checkpoint | " + " | ".join(f"t={t}" for t in steps) + " | mean |")
     print("|---|" + "---|" * (len(steps) + 1))
     for path in args.checkpoints:
-        vocoder = load_for_export(path)
-        audio, mel = crops(args.data, vocoder, args.crop_frames, args.seed)
-        noise = np.random.default_rng(args.seed + 1).standard_normal(audio.shape).astype(np.float32)
-        batch = {"audio": audio, "mel": mel, "noise": noise}
-        if uses_prior(vocoder.config):
-            batch["prior_std"] = prior_std(mel, vocoder.config)
-        levels = noise_levels(vocoder.config)
-        batch = {key: tf.constant(value) for key, value in batch.items()}
-        losses = [float(np.mean(diffusion_loss(vocoder.model, {**batch, "step": tf.fill([len(audio)], t)},
-                                               tf.constant(levels), "l1", training=False))) for t in steps]
+        losses = losses_by_step(load_for_export(path), args.data, steps, args.crop_frames, args.seed)
         print(f"| {path} | " + " | ".join(f"{v:.3f}" for v in losses) + f" | {np.mean(losses):.3f} |", flush=True)
 
 

@@ -123,7 +123,7 @@ def test_loss_draws_prior_scaled_noise_and_weights_the_error():
              "step": np.array([3, 40], np.int32), "mel": rng.uniform(0, 1, (2, frames, 80)).astype(np.float32),
              "prior_std": std}
     levels = tf.constant(noise_levels(ENERGY))
-    loss = diffusion_loss(model, {k: tf.constant(v) for k, v in batch.items()}, levels, "l1", training=False)
+    loss = diffusion_loss(model, {k: tf.constant(v) for k, v in batch.items()}, levels, "l1", hop, training=False)
     scale = np.repeat(std, hop, axis=1)
     noise = batch["noise"] * scale
     level = noise_levels(ENERGY)[batch["step"]][:, None]

@@ -39,7 +39,7 @@ from ..features.mel import compute_mel
 from ..io.atomic import atomic_file, remove_leftovers
 from ..io.progress import progress_line
 from ..model import build_model
-from ..prior import energy_range, uses_prior
+from ..prior import energy_range, sample_std, uses_prior
 from ..schedule import noise_levels
 from ..vocoder import CONFIG_FILE, Vocoder
 from .checkpoints import (CHECKPOINTS_DIR, SETTINGS_FILE, VARIABLES_PREFIX, CheckpointStore, dtype_policy,
@@ -212,15 +212,16 @@ def step_probabilities(config: DiffWaveConfig, low_noise_emphasis: float) -> np.
 
 
 def diffusion_loss(model: keras.Model, batch: dict[str, tf.Tensor], levels: tf.Tensor, loss: str,
-                   training: bool) -> tf.Tensor:
+                   hop_length: int, training: bool) -> tf.Tensor:
     """Per-example loss (B,): mean |eps - model(noisy, t, mel)| (or squared) over the samples.
 
-    With the energy prior (a `prior_std` per frame in the batch) the noise is s * eps and the error
-    is measured in the prior's units, (noise - predicted) / s (PriorGrad's weighted loss)."""
+    With the energy prior (a `prior_std` per frame in the batch, holding for hop_length samples) the
+    noise is s * eps and the error is measured in the prior's units, (noise - predicted) / s
+    (PriorGrad's weighted loss)."""
     audio, noise, step = batch["audio"], batch["noise"], batch["step"]
     std = None
     if "prior_std" in batch:
-        std = tf.repeat(batch["prior_std"], tf.shape(audio)[1] // tf.shape(batch["prior_std"])[1], axis=1)
+        std = sample_std(batch["prior_std"], hop_length, tf)
         noise = noise * std
     level = tf.gather(levels, step)[:, None]
     noisy = tf.sqrt(level) * audio + tf.sqrt(1.0 - level) * noise
@@ -419,7 +420,7 @@ class Trainer:
         self._references_logged = False  # ground-truth clips go to TensorBoard once per process
         self.train_step = self._make_train_step()
         self._eval_step = tf.function(lambda batch: diffusion_loss(
-            self.vocoder.model, batch, self._levels, s.loss, training=False))
+            self.vocoder.model, batch, self._levels, s.loss, self.config.hop_length, training=False))
 
     # -- run directory ----------------------------------------------------------------------------
 
@@ -471,12 +472,12 @@ class Trainer:
         scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         replicas = self.strategy.num_replicas_in_sync
         global_batch = float(s.batch_size)
-        levels = self._levels
+        levels, hop = self._levels, self.config.hop_length
 
         def replica_step(batch):
             variables = model.trainable_variables
             with tf.GradientTape() as tape:
-                loss = tf.reduce_sum(diffusion_loss(model, batch, levels, s.loss, training=True)) / global_batch
+                loss = tf.reduce_sum(diffusion_loss(model, batch, levels, s.loss, hop, training=True)) / global_batch
                 objective = optimizer.scale_loss(loss) if scaled else loss
             grads = tape.gradient(objective, variables)
             if replicas > 1:  # the global gradient, so that its norm and clipping are the single-device ones
