@@ -24,7 +24,7 @@ import math
 from pathlib import Path
 
 from diffwave_vocoder.evaluation.evaluate import (GRIFFIN_LIM, GROUND_TRUTH, HIGHER_IS_BETTER, OURS, EvaluationReport,
-                                                  clip_paths, evaluate_run)
+                                                  clip_names, clip_paths, evaluate_run)
 from diffwave_vocoder.io.atomic import atomic_file
 
 LABELS = {"stoi": "STOI", "estoi": "ESTOI", "pesq": "PESQ (wb)", "mcd": "MCD (dB)", "mrstft": "MR-STFT",
@@ -69,7 +69,7 @@ def extend(stored: EvaluationReport, run: Path, data: list[str], steps: str, max
     wanted = {"steps": steps, "max_seconds": max_seconds}
     differ = {key: (settings.get(key), value) for key, value in wanted.items() if settings.get(key) != value}
     clips = sorted({row["clip"] for row in stored.rows})
-    given = sorted(path.stem for path in clip_paths(data))
+    given = sorted(clip_names(clip_paths(data)))
     if given != clips:
         differ["clips"] = (f"{len(clips)} clips", f"{len(given)} clips")
     if differ:

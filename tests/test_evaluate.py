@@ -227,3 +227,19 @@ def test_quality_curve_extends_a_stored_curve_without_rescoring_it(speech_corpus
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1] == ("quality_curve.py: the stored curve was scored otherwise: "
                                               "steps 'fast' (stored) vs 'full' (now)")
+
+
+def test_clips_of_the_same_name_in_two_folders_keep_their_folder(tmp_path, wavs):
+    """Report names stay unique, and quality_curve.py --extend matches a stored curve by the same names."""
+    from diffwave_vocoder.evaluation.evaluate import clip_names, clip_paths
+
+    for folder, clips in (("a", wavs[:2]), ("b", wavs[:1])):
+        (tmp_path / folder).mkdir()
+        for wav in clips:
+            shutil.copy(wav, tmp_path / folder)
+    folders = [tmp_path / "a", tmp_path / "b"]
+    clips, skipped = load_clips(folders, MelConvention(), max_seconds=0.2)
+    assert not skipped
+    names = [clip.name for clip in clips]
+    assert sorted(names) == sorted([f"a/{wavs[0].stem}", f"b/{wavs[0].stem}", wavs[1].stem])
+    assert names == clip_names(clip_paths(folders))

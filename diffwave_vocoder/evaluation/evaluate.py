@@ -246,6 +246,12 @@ def clip_paths(data: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Pa
     return paths
 
 
+def clip_names(paths: Sequence[Path]) -> list[str]:
+    """Each clip's name in a report: its file stem, with its folder where two folders share a stem."""
+    stems = [path.stem for path in paths]
+    return [path.stem if stems.count(path.stem) == 1 else f"{path.parent.name}/{path.stem}" for path in paths]
+
+
 def load_clips(data: str | os.PathLike | Sequence[str | os.PathLike], convention: MelConvention,
                max_seconds: float | None = None) -> tuple[list[EvaluationClip], list[dict[str, str]]]:
     """(clips, skipped): each readable file at the convention's rate (resampled if need be), cut
@@ -254,8 +260,7 @@ def load_clips(data: str | os.PathLike | Sequence[str | os.PathLike], convention
 
     clips, skipped, resampled = [], [], 0
     paths = clip_paths(data)
-    names = [p.stem for p in paths]
-    for path in paths:
+    for path, name in zip(paths, clip_names(paths)):
         try:
             audio, rate = load_audio(path)
             if rate != convention.sample_rate:
@@ -268,8 +273,6 @@ def load_clips(data: str | os.PathLike | Sequence[str | os.PathLike], convention
             log.warning("skipped %s: %s", path, error)
             skipped.append({"path": str(path), "reason": " ".join(str(error).split())})
             continue
-        # Clips of the same name from different folders keep their folder in the name.
-        name = path.stem if names.count(path.stem) == 1 else f"{path.parent.name}/{path.stem}"
         clips.append(EvaluationClip(name, path, audio, mel))
     if resampled:
         log.warning("resampled %d of %d clips to %d Hz, the vocoder's rate", resampled, len(paths),
@@ -434,8 +437,9 @@ def _reference_systems(convention: MelConvention, baseline: str | None, ground_t
     return systems
 
 
-def _vocoding(vocoder: Any, steps: Any, seed: int) -> Callable[[EvaluationClip, int], np.ndarray]:
-    return lambda clip, i: vocoder.vocode(clip.mel, steps=steps, seed=seed + i)
+def _vocoding(current: Callable[[], Any], steps: Any, seed: int) -> Callable[[EvaluationClip, int], np.ndarray]:
+    """Clip i vocoded with seed + i by the vocoder `current()` returns (a run's points swap it)."""
+    return lambda clip, i: current().vocode(clip.mel, steps=steps, seed=seed + i)
 
 
 def evaluate(vocoder: Any, clips: Any, steps: Any = "fast", baseline: str | None = "griffin-lim",
@@ -452,7 +456,7 @@ def evaluate(vocoder: Any, clips: Any, steps: Any = "fast", baseline: str | None
     convention = vocoder.mel_convention
     scorer = Scorer(convention, metrics)
     loaded, skipped = _as_clips(clips, convention, max_seconds)
-    systems = [_System(OURS, total_training_steps(vocoder.metadata), _vocoding(vocoder, steps, seed)),
+    systems = [_System(OURS, total_training_steps(vocoder.metadata), _vocoding(lambda: vocoder, steps, seed)),
                *_reference_systems(convention, baseline, ground_truth, seed)]
     rows = _run(systems, loaded, scorer, progress)
     settings = {"steps": steps, "seed": seed, "baseline": baseline, "max_seconds": max_seconds,
@@ -513,10 +517,8 @@ def evaluate_run(run_dir: str | os.PathLike, clips: Any, steps: Any = "fast", ba
                 current[0] = checkpoint
         return load
 
-    def synthesise(clip: EvaluationClip, index: int) -> np.ndarray:
-        return current[0].vocode(clip.mel, steps=steps, seed=seed + index)
-
     # The run's first checkpoint is loaded already: scored first, it needs no loading.
+    synthesise = _vocoding(lambda: current[0], steps, seed)
     systems = [_System(OURS, step, synthesise, None if i == 0 and path == store.path(steps_found[0]) else loader(path))
                for i, (step, path) in enumerate(points)]
     systems += _reference_systems(convention, baseline, ground_truth, seed)
@@ -528,4 +530,4 @@ def evaluate_run(run_dir: str | os.PathLike, clips: Any, steps: Any = "fast", ba
 
 
 __all__ = ["evaluate", "evaluate_run", "EvaluationReport", "EvaluationClip", "Scorer", "load_clips", "clip_paths",
-           "log_mel_distance", "multi_resolution_stft_distance", "METRICS", "HIGHER_IS_BETTER", "require"]
+           "clip_names", "log_mel_distance", "multi_resolution_stft_distance", "METRICS", "HIGHER_IS_BETTER", "require"]
