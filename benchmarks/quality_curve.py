@@ -121,7 +121,7 @@ def main() -> None:
     if out_json:
         report.write_json(out_json)
     clips = len({row["clip"] for row in report.rows})
-    plot(report.summary(), metrics, args.out, f"{args.run.name}: {clips} held-out clips, {args.steps} schedule")
+    plot(report.summary(), metrics, args.out, f"quality over training: {clips} held-out clips, {args.steps} schedule")
     print(f"wrote {args.out}" + (f" and {out_json}" if out_json else ""))
 
 

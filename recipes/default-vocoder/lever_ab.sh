@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# PriorGrad's energy prior against the standard prior on this recipe: either side of the A/B.
+# One arm of a training-lever A/B on this recipe: the prior, the step draw, any `train` option.
 #
-#   [PRIOR=standard] bash recipes/default-vocoder/prior_ab.sh WORK_DIR RUN_NAME STEPS [TRAIN_ARGS...]
+#   [PRIOR=standard] bash recipes/default-vocoder/lever_ab.sh WORK_DIR RUN_NAME STEPS [TRAIN_ARGS...]
 #
 # Trains WORK_DIR/RUN_NAME for STEPS steps on train.sh's corpora with this folder's config.json and
 # "prior": $PRIOR (default energy, the recipe's own; same seed, batch, crops and learning rate either
 # way; checkpoints every 500), then scores each of its checkpoints on the held-out clips (fast
 # schedule) into WORK_DIR/RUN_NAME.json. TRAIN_ARGS go to `diffwave-vocoder train`: `--init-from CKPT`
 # fine-tunes a standard-prior checkpoint into the energy prior. The README's standard side was the
-# recipe's own run (then standard) at the same steps. Other training levers are arms of the same kind:
-# `--init-from EXPORT --low-noise-emphasis 0.5` against `--init-from EXPORT` (the README's step-draw A/B).
+# recipe's own run (then standard) at the same steps. The step-draw A/B's arms were
+# `--init-from EXPORT --low-noise-emphasis 0.5` and `--init-from EXPORT`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ $# -ge 3 ] || { echo "usage: bash $0 WORK_DIR RUN_NAME STEPS [TRAIN_ARGS...], got $# arguments" >&2; exit 2; }
