@@ -26,9 +26,7 @@ from diffwave_vocoder.training.trainer import diffusion_loss
 def losses_by_step(vocoder, data: str, steps: list[int], crop_frames: int, seed: int) -> list[float]:
     """Mean loss over the crops of `data` at each diffusion step of `steps`."""
     config = vocoder.config
-    clips = ClipSet.scan(data, config, crop_frames=crop_frames, seed=seed, name="--data")
-    if not len(clips):
-        raise SystemExit(f"loss_by_step.py: no clip in {data} is longer than {crop_frames} frames")
+    clips = ClipSet.scan(data, config, crop_frames=crop_frames, seed=seed, name="--data")  # none usable: ValueError
     levels = tf.constant(noise_levels(config))
     totals = np.zeros(len(steps))
     for batch in evaluation_dataset(clips, 16, config.max_steps):
@@ -52,7 +50,10 @@ def main() -> None:
     print("| checkpoint | " + " | ".join(f"t={t}" for t in steps) + " | mean |")
     print("|---|" + "---|" * (len(steps) + 1))
     for path in args.checkpoints:
-        losses = losses_by_step(load_for_export(path), args.data, steps, args.crop_frames, args.seed)
+        try:
+            losses = losses_by_step(load_for_export(path), args.data, steps, args.crop_frames, args.seed)
+        except ValueError as error:  # an unreadable checkpoint, no usable clip: one line, as the CLI's
+            raise SystemExit(f"loss_by_step.py: {error}") from None
         print(f"| {path} | " + " | ".join(f"{v:.3f}" for v in losses) + f" | {np.mean(losses):.3f} |", flush=True)
 
 

@@ -452,6 +452,7 @@ def test_loss_by_step_benchmark_scores_the_trainers_loss_per_diffusion_step(spee
     the input's scores worse."""
     from pathlib import Path
 
+    import soundfile
     from helpers import audible_vocoder
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "loss_by_step.py"
@@ -466,3 +467,12 @@ def test_loss_by_step_benchmark_scores_the_trainers_loss_per_diffusion_step(spee
     assert rows[str(fresh)] == pytest.approx([0.798, 0.798, 0.798], abs=0.02)
     assert all(u > f for u, f in zip(rows[str(unrelated)], rows[str(fresh)])), rows
     assert rows[str(unrelated)][0] != rows[str(unrelated)][1]  # each step is scored on its own noisy input
+
+    short = tmp_path / "short"
+    short.mkdir()
+    soundfile.write(short / "a.wav", np.zeros(300, np.float32), TINY.sample_rate)
+    result = subprocess.run([sys.executable, str(script), str(fresh), "--data", str(short)], capture_output=True,
+                            text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == ("loss_by_step.py: --data: none of the 1 files is usable: 1 shorter "
+                                              "than one crop (32 mel frames), 0 unreadable")
