@@ -109,6 +109,18 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(speech_corpus, tmp_pat
     assert progress.getvalue().strip().splitlines()[-1].startswith("step 8/8 (100.0%)")
 
 
+
+def test_a_learning_rate_changed_on_resume_takes_effect(speech_corpus, tmp_path, caplog):
+    run = tmp_path / "run"
+    Trainer(run, speech_corpus, config=TINY, settings=settings(max_steps=4, learning_rate=5e-4)).fit()
+    resumed = Trainer(run, speech_corpus, settings=settings(max_steps=8, learning_rate=1e-4))
+    resumed.fit()
+    assert "['learning_rate'] differ from the run's training.json" in caplog.text
+    assert float(resumed.optimizer.learning_rate.numpy()) == pytest.approx(1e-4)
+    logged = {(step, tag): value for step, tag, _, value in read_events(run / "logs" / "train")}
+    assert logged[(4, "train/learning_rate")] == pytest.approx(5e-4)
+    assert logged[(8, "train/learning_rate")] == pytest.approx(1e-4)
+
 DRIVER = r"""
 import json, logging, sys, time
 logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")

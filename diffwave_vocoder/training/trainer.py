@@ -542,6 +542,8 @@ class Trainer:
                 log.warning("the training data differ from the checkpoint's (%s clips then, %d now): the data "
                             "order after resuming differs from an uninterrupted run", state.get("clips"),
                             len(self.train_clips))
+            # The checkpoint holds the optimizer's rate; a rate changed on resume is the settings'.
+            self.optimizer.learning_rate.assign(self.settings.learning_rate)
             log.info("resuming from %s (step %d)%s", path, state["step"],
                      " of a fine-tuning run" if state.get("init_from") else "")
             self.init_provenance = state.get("init_from")
