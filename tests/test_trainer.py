@@ -121,6 +121,21 @@ def test_a_learning_rate_changed_on_resume_takes_effect(speech_corpus, tmp_path,
     assert logged[(4, "train/learning_rate")] == pytest.approx(5e-4)
     assert logged[(8, "train/learning_rate")] == pytest.approx(1e-4)
 
+
+@pytest.mark.parametrize("before, after", [(None, "float16"), ("float16", None)])
+def test_switching_float16_on_resume_is_refused_with_the_way_forward(speech_corpus, tmp_path, before, after):
+    """float16 wraps Adam in a loss-scale optimizer, whose checkpoint the plain one cannot read (or back)."""
+    run = tmp_path / "run"
+    Trainer(run, speech_corpus, config=TINY, settings=settings(max_steps=2, mixed_precision=before)).fit()
+    with pytest.raises(ValueError, match=f"mixed_precision {before!r} and cannot resume with {after!r}.*--init-from"):
+        Trainer(run, speech_corpus, settings=settings(max_steps=4, mixed_precision=after))
+    fine_tuned = Trainer(tmp_path / "new", speech_corpus, settings=settings(
+        max_steps=2, mixed_precision=after, init_from=str(run))).fit()
+    assert fine_tuned.step == 2
+    resumed = Trainer(run, speech_corpus, settings=settings(max_steps=4, mixed_precision=before)).fit()
+    assert resumed.step == 4  # the run itself is intact
+
+
 DRIVER = r"""
 import json, logging, sys, time
 logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")

@@ -448,6 +448,13 @@ class Trainer:
             if mismatch:
                 raise ValueError(f"cannot fine-tune from {settings.init_from}: it differs from the run's config in "
                                  f"{mismatch}; drop --config to use the checkpoint's own")
+        if stored_settings is not None and self.store.latest() is not None \
+                and (settings.mixed_precision == "float16") != (stored_settings.mixed_precision == "float16"):
+            raise ValueError(
+                f"{self.model_dir} was trained with mixed_precision {stored_settings.mixed_precision!r} and cannot "
+                f"resume with {settings.mixed_precision!r}: float16 keeps a loss scale in the optimizer's state. "
+                f"Resume with its own setting, or start a new run from it with --init-from {self.model_dir} "
+                "(weights kept, fresh optimizer)")
         if stored_settings is not None:
             changed = [f for f in _TRAJECTORY_FIELDS if getattr(settings, f) != getattr(stored_settings, f)]
             if changed:
