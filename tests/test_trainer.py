@@ -120,6 +120,13 @@ def test_a_learning_rate_changed_on_resume_takes_effect(speech_corpus, tmp_path,
     logged = {(step, tag): value for step, tag, _, value in read_events(run / "logs" / "train")}
     assert logged[(4, "train/learning_rate")] == pytest.approx(5e-4)
     assert logged[(8, "train/learning_rate")] == pytest.approx(1e-4)
+    # The change is provenance: the checkpoints and the export after it record it by step.
+    change = [{"step": 4, "learning_rate": [5e-4, 1e-4]}]
+    assert load_for_export(run).metadata["setting_changes"] == change
+    assert Vocoder.load(run / "vocoder").metadata["setting_changes"] == change
+    assert "setting_changes" not in load_for_export(run / "checkpoints" / "step-000000004").metadata
+    again = Trainer(run, speech_corpus, settings=settings(max_steps=10, learning_rate=1e-4)).fit()
+    assert again.step == 10 and load_for_export(run).metadata["setting_changes"] == change  # nothing new
 
 
 @pytest.mark.parametrize("before, after", [(None, "float16"), ("float16", None)])

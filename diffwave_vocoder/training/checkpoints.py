@@ -134,11 +134,15 @@ def dtype_policy(name: str) -> Iterator[None]:
         keras.config.set_dtype_policy(previous)
 
 
-def training_metadata(step: int, init_provenance: dict[str, Any] | None) -> dict[str, Any]:
-    """An exported vocoder's provenance: its step and, when fine-tuned, what it started from."""
+def training_metadata(step: int, init_provenance: dict[str, Any] | None,
+                      setting_changes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """An exported vocoder's provenance: its step, what it started from when fine-tuned, and the
+    settings changed when the run was resumed."""
     metadata: dict[str, Any] = {"training_step": step, "source": "diffwave-vocoder train"}
     if init_provenance is not None:
         metadata["init_from"] = init_provenance
+    if setting_changes:
+        metadata["setting_changes"] = setting_changes
     return metadata
 
 
@@ -181,4 +185,5 @@ def load_for_export(src: str | os.PathLike) -> Vocoder:
     except (tf.errors.OpError, AssertionError, ValueError, IndexError) as error:
         raise ValueError(f"cannot read the weights of training checkpoint {root}: {' '.join(str(error).split())}") \
             from None
-    return Vocoder(model, config, training_metadata(int(state["step"]), state.get("init_from")))
+    return Vocoder(model, config, training_metadata(int(state["step"]), state.get("init_from"),
+                                                     state.get("setting_changes")))

@@ -368,6 +368,9 @@ class Trainer:
             raise ValueError(f"model directory {self.model_dir} is a file")
         self.store = CheckpointStore(self.model_dir / CHECKPOINTS_DIR)
         self.config, self.settings, init = self._resolve_run(config, settings)
+        # Settings changed when resuming, as [{"step": N, field: [old, new], ...}], carried by every
+        # checkpoint and export after it, so a run whose learning rate was lowered by hand says so.
+        self.setting_changes: list[dict[str, Any]] = []
         # Provenance of a fine-tuning run's starting weights (from its checkpoints once it has any).
         self.init_provenance: dict[str, Any] | None = None
         if init is not None:
@@ -554,11 +557,21 @@ class Trainer:
             log.info("resuming from %s (step %d)%s", path, state["step"],
                      " of a fine-tuning run" if state.get("init_from") else "")
             self.init_provenance = state.get("init_from")
+            self.setting_changes = list(state.get("setting_changes", []))
+            changed = self._changed_since(path)
+            if changed:
+                self.setting_changes.append({"step": int(state["step"]), **changed})
             return int(state["step"]), int(state["examples_seen"])
         if self.store.steps():
             raise ValueError(f"none of the checkpoints in {self.store.directory} can be restored (see warnings); "
                              "move them away to start the run afresh")
         return 0, 0
+
+    def _changed_since(self, checkpoint: Path) -> dict[str, list[Any]]:
+        """The trajectory settings that differ from those `checkpoint` was trained with, {field: [then, now]}."""
+        then = TrainingSettings.from_dict(json.loads((checkpoint / SETTINGS_FILE).read_text()))
+        return {field: [getattr(then, field), getattr(self.settings, field)] for field in _TRAJECTORY_FIELDS
+                if getattr(then, field) != getattr(self.settings, field)}
 
     def save(self, step: int, examples_seen: int, loss: float | None) -> Path:
         """Write checkpoint `step` (all workers take part; only the chief's copy is kept) and rotate."""
@@ -567,6 +580,8 @@ class Trainer:
                  "loss": loss, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         if self.init_provenance is not None:
             state["init_from"] = self.init_provenance
+        if self.setting_changes:
+            state["setting_changes"] = self.setting_changes
         files = {CONFIG_FILE: self.config.to_json() + "\n", SETTINGS_FILE: self.settings.to_json() + "\n"}
         checkpoint = self._checkpoint()
         if not self.chief:
@@ -719,7 +734,7 @@ class Trainer:
     def export(self, path: str | os.PathLike, step: int) -> Path:
         """The current weights in the inference format (float32, whatever the training precision)."""
         self._sync_vocoder()
-        self.vocoder.metadata = training_metadata(step, self.init_provenance)
+        self.vocoder.metadata = training_metadata(step, self.init_provenance, self.setting_changes)
         what, where = f"the vocoder checkpoint {Path(path).name}", Path(path).parent
         needed = int(1.1 * _variable_bytes(self.vocoder.model.weights)) + 65536  # HDF5's overhead included
         intact = f"The checkpoints in {self.store.directory} are intact"

@@ -38,12 +38,15 @@ def rounded(value: float) -> float | None:
 
 def training_history(metadata: dict) -> list[dict]:
     """The runs behind an export, oldest first: a run started with --init-from continues the one it was
-    initialised from (weights kept, fresh optimizer), so its steps add to that export's."""
+    initialised from (weights kept, fresh optimizer), so its steps add to that export's. A run resumed
+    with changed settings (a learning rate lowered by hand) lists them by the run's step."""
     init = metadata.get("init_from")
     earlier = training_history(init["metadata"]) if init else []
     run = {"steps": metadata["training_step"]}
     if init:
         run["init_from"] = Path(init["path"]).name
+    if metadata.get("setting_changes"):
+        run["setting_changes"] = metadata["setting_changes"]
     return earlier + [run]
 
 
