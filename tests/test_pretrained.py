@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import subprocess
 import sys
 import zipfile
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from diffwave_vocoder import load_vocoder
+from diffwave_vocoder.cli import _train_overrides, build_parser
 from diffwave_vocoder.io.audio import load_audio
 from diffwave_vocoder.features.mel import compute_mel
 from diffwave_vocoder.pretrained import DEFAULT_PRESET, list_presets, preset_path
@@ -27,8 +29,10 @@ def test_default_preset_is_shipped_with_its_provenance():
     assert metadata["total_training_steps"] == sum(run["steps"] for run in metadata["training_history"])
     assert metadata["training_history"][-1]["steps"] == metadata["training_step"]
     init = metadata["training_history"][-1].get("init_from")
-    assert metadata["training_command"] == "bash recipes/default-vocoder/train.sh WORK" + (
-        f" --init-from {init}" if init else "")
+    assert metadata["training_command"].startswith("bash recipes/default-vocoder/train.sh WORK" + (
+        f" --init-from {init}" if init else ""))
+    assert metadata["training_command"].count("; then ") == len(metadata["training_history"][-1].get(
+        "setting_changes", []))
     assert metadata["training_config"] == json.loads((ROOT / "recipes/default-vocoder/config.json").read_text())
     assert metadata["training_data"]["seed"] == 100
     held_out = set(metadata["evaluation_data"]["voices"])
@@ -106,6 +110,21 @@ def test_cli_vocodes_and_resynthesises_with_the_shipped_vocoder_by_default(tmp_p
     result = run_main("vocode", tmp_path / "mel.npy", "-o", tmp_path / "vocoded.wav", "--seed", "0")
     assert result.returncode == 0, result.stderr
     np.testing.assert_allclose(load_audio(tmp_path / "vocoded.wav")[0], audio, atol=2 / 32768)
+
+
+def test_ship_writes_a_resume_with_changed_settings_as_commands_the_cli_takes():
+    ship = runpy.run_path(str(ROOT / "recipes/default-vocoder/ship.py"))
+    run = {"steps": 5000, "init_from": "step-14270", "setting_changes": [
+        {"step": 1000, "learning_rate": [5e-4, 2e-4]}, {"step": 3000, "learning_rate": [2e-4, 1e-4], "seed": [0, 1]}]}
+    commands = ship["training_commands"](run).split("; then ")
+    base = "bash recipes/default-vocoder/train.sh WORK --init-from step-14270"
+    assert commands == [f"{base} --max-steps 1000", f"{base} --learning-rate 0.0002 --max-steps 3000",
+                        f"{base} --learning-rate 0.0001 --seed 1"]
+    parser = build_parser()  # train.sh hands its extra arguments to `diffwave-vocoder train`
+    last = parser.parse_args(["train", "RUN", "DATA", *commands[-1].removeprefix("bash recipes/default-vocoder/"
+                                                                                  "train.sh WORK ").split()])
+    assert _train_overrides(last) == {"learning_rate": 1e-4, "seed": 1, "init_from": str(Path("step-14270").resolve())}
+    assert ship["training_commands"]({"steps": 10}) == "bash recipes/default-vocoder/train.sh WORK"
 
 
 def test_ship_says_in_one_line_what_a_work_dir_lacks(tmp_path):

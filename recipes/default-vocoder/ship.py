@@ -50,6 +50,27 @@ def training_history(metadata: dict) -> list[dict]:
     return earlier + [run]
 
 
+TRAIN_SH = "bash recipes/default-vocoder/train.sh WORK"
+TRAINER = "diffwave-vocoder train WORK/run WORK/train --val WORK/val --config recipes/default-vocoder/config.json"
+
+
+def training_commands(run: dict, program: str = TRAIN_SH) -> str:
+    """The commands behind one run of training_history: `program` (train.sh, or the trainer command it
+    runs), stopped at each step where the run was resumed with changed settings, then resumed with
+    those settings as flags."""
+    base = program + (f" --init-from {run['init_from']}" if "init_from" in run else "")
+    flags: dict[str, object] = {}
+
+    def command(extra: str = "") -> str:
+        return base + "".join(f" --{field} {value}" for field, value in flags.items()) + extra
+
+    commands = []
+    for change in run.get("setting_changes", []):
+        commands.append(command(f" --max-steps {change['step']}"))
+        flags.update({field.replace("_", "-"): then_now[1] for field, then_now in change.items() if field != "step"})
+    return "; then ".join(commands + [command()])
+
+
 def ship(work: Path, run: Path, full: bool) -> None:
     # The corpora's manifests first: a wrong WORK_DIR fails before minutes of evaluation.
     data = {name: corpus_manifest(work / name) for name in ("train", "val", "heldout")}
@@ -65,15 +86,13 @@ def ship(work: Path, run: Path, full: bool) -> None:
         quality[schedule] = [{k: (rounded(v) if isinstance(v, float) else v) for k, v in row.items()}
                              for row in report.summary()]
     history = training_history(vocoder.metadata)
-    init = f" --init-from {history[-1]['init_from']}" if "init_from" in history[-1] else ""
     vocoder.metadata.update({
         "preset": DEFAULT_PRESET,
         "training_history": history,
         "total_training_steps": step,
         "recipe": "recipes/default-vocoder (train.sh, config.json, ship.py)",
-        "training_command": f"bash recipes/default-vocoder/train.sh WORK{init}",
-        "trainer_command": "diffwave-vocoder train WORK/run WORK/train --val WORK/val "
-                           f"--config recipes/default-vocoder/config.json{init}",
+        "training_command": training_commands(history[-1]),
+        "trainer_command": training_commands(history[-1], TRAINER),
         "training_config": json.loads((HERE / "config.json").read_text()),
         "training_data": data["train"],
         "validation_data": data["val"],
