@@ -14,7 +14,8 @@ scored (their checkpoints may be gone with the machine that trained them), only 
 scored, on the same clips, seed and metrics, and the merged curve is written back (to --json if given).
 
 The plot has one panel per metric: the vocoder's score at each checkpoint step, with Griffin-Lim and
-ground truth (where a reference-free metric gives it a score) as horizontal lines. Needs the `eval`
+ground truth (where a reference-free metric gives it a score) as horizontal lines, and a vertical line
+where the run was resumed with changed settings (a learning rate lowered by hand). Needs the `eval`
 extra and matplotlib.
 """
 from __future__ import annotations
@@ -32,7 +33,7 @@ LABELS = {"stoi": "STOI", "estoi": "ESTOI", "pesq": "PESQ (wb)", "mcd": "MCD (dB
           "voiced": "voiced frames (share)", "dnsmos_p808": "DNSMOS P.808"}
 
 
-def plot(summary: list[dict], metrics: list[str], out: Path, title: str) -> None:
+def plot(summary: list[dict], metrics: list[str], out: Path, title: str, changes: list[dict] = ()) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -48,6 +49,10 @@ def plot(summary: list[dict], metrics: list[str], out: Path, title: str) -> None
             if value is not None and math.isfinite(value):
                 ax.axhline(value, linestyle=style, color="gray" if system == "griffin-lim" else "black",
                            label=system)
+        for change in changes:
+            label = ", ".join(f"{field.replace('_', ' ')} {values[0]} -> {values[1]}"
+                              for field, values in change.items() if field != "step")
+            ax.axvline(change["step"], color="tab:red", alpha=0.6, linewidth=1, label=label)
         arrow = {True: "higher is better", False: "lower is better", None: "nearest ground truth"}[HIGHER_IS_BETTER[metric]]
         ax.set_title(f"{LABELS.get(metric, metric)}\n({arrow})", fontsize=9)
         ax.set_xlabel("training step")
@@ -81,7 +86,9 @@ def extend(stored: EvaluationReport, run: Path, data: list[str], steps: str, max
                        baseline=None if GRIFFIN_LIM in systems else settings.get("baseline", GRIFFIN_LIM),
                        ground_truth=GROUND_TRUTH not in systems,
                        skip_steps=[row["step"] for row in stored.rows if row["system"] == OURS])
+    changes = settings.get("setting_changes", [])
     merged = {**new.settings, "checkpoints": settings.get("checkpoints", []) + new.settings["checkpoints"],
+              "setting_changes": changes + [c for c in new.settings["setting_changes"] if c not in changes],
               "runs": settings.get("runs", [settings.get("run")]) + [new.settings["run"]],
               "baseline": settings.get("baseline")}
     del merged["run"], merged["steps_before_run"]
@@ -121,7 +128,8 @@ def main() -> None:
     if out_json:
         report.write_json(out_json)
     clips = len({row["clip"] for row in report.rows})
-    plot(report.summary(), metrics, args.out, f"quality over training: {clips} held-out clips, {args.steps} schedule")
+    plot(report.summary(), metrics, args.out, f"quality over training: {clips} held-out clips, {args.steps} schedule",
+         report.settings.get("setting_changes", []))
     print(f"wrote {args.out}" + (f" and {out_json}" if out_json else ""))
 
 

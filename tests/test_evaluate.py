@@ -214,13 +214,15 @@ def test_quality_curve_extends_a_stored_curve_without_rescoring_it(speech_corpus
     marked["logmel_l1"] = 123.0  # a stored point is kept as it is, never scored again
     curve.write_text(json.dumps(data))
 
-    Trainer(run, speech_corpus, settings=training.replace(max_steps=6)).fit()  # step 2 is rotated away
+    # Resumed at a lower learning rate: step 2 is rotated away, and the change is marked at step 4.
+    Trainer(run, speech_corpus, settings=training.replace(max_steps=6, learning_rate=5e-3)).fit()
     assert not (run / "checkpoints" / "step-000000002").exists()
     result = quality_curve("--extend", curve)
     assert result.returncode == 0, result.stderr[-2000:]
     merged = {(e["system"], e["step"]): e["logmel_l1"] for e in EvaluationReport.read_json(curve).summary()}
     assert list(merged) == [(OURS, 2), (OURS, 4), (GRIFFIN_LIM, None), (GROUND_TRUTH, None), (OURS, 6)]
     assert merged[(OURS, 2)] == 123.0 and merged[(OURS, 4)] == stored.summary()[1]["logmel_l1"]
+    assert EvaluationReport.read_json(curve).settings["setting_changes"] == [{"step": 4, "learning_rate": [1e-2, 5e-3]}]
     assert (tmp_path / "curve.png").stat().st_size > 0
 
     result = quality_curve("--extend", curve, "--steps", "full")

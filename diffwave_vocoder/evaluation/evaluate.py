@@ -476,8 +476,9 @@ def evaluate_run(run_dir: str | os.PathLike, clips: Any, steps: Any = "fast", ba
     it started from (`settings["steps_before_run"]`), and that checkpoint, where it still exists, is
     scored as the run's first point. earlier: more vocoder checkpoints of the same network (the exports a
     chain of fine-tuning runs went through, whose prior may differ), each scored at its own total step.
-    skip_steps: total steps not to score (those a stored report already has)."""
-    from ..training.checkpoints import CHECKPOINTS_DIR, CheckpointStore, load_for_export
+    skip_steps: total steps not to score (those a stored report already has). `settings["setting_changes"]`
+    lists the settings the run was resumed with, at their total steps (a learning rate lowered by hand)."""
+    from ..training.checkpoints import CHECKPOINTS_DIR, CheckpointStore, load_for_export, read_state
     from ..training.trainer import init_mismatch
 
     store = CheckpointStore(Path(run_dir) / CHECKPOINTS_DIR)
@@ -523,8 +524,10 @@ def evaluate_run(run_dir: str | os.PathLike, clips: Any, steps: Any = "fast", ba
                for i, (step, path) in enumerate(points)]
     systems += _reference_systems(convention, baseline, ground_truth, seed)
     rows = _run(systems, loaded, scorer, progress)
+    changes = [{**change, "step": steps_before_run + change["step"]}
+               for change in read_state(store.path(steps_found[-1])).get("setting_changes", [])]
     settings = {"run": str(run_dir), "checkpoints": [str(path) for _, path in points],
-                "steps_before_run": steps_before_run, "steps": steps, "seed": seed, "baseline": baseline,
+                "steps_before_run": steps_before_run, "setting_changes": changes, "steps": steps, "seed": seed, "baseline": baseline,
                 "max_seconds": max_seconds, "sample_rate": convention.sample_rate}
     return EvaluationReport(scorer.metrics, rows, skipped, settings)
 
