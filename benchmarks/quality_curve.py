@@ -69,19 +69,22 @@ def plot(summary: list[dict], metrics: list[str], out: Path, title: str, changes
 
 def extend(stored: EvaluationReport, run: Path, data: list[str], steps: str, max_seconds: float | None,
            earlier: list[Path]) -> EvaluationReport:
-    """`stored` with the points of `run` (and `earlier`) it lacks, scored as it was."""
+    """`stored` with the points of `run` (and `earlier`) it lacks, scored as it was: on the same clips,
+    leaving out those it skipped as unreadable."""
     settings = stored.settings
     wanted = {"steps": steps, "max_seconds": max_seconds}
     differ = {key: (settings.get(key), value) for key, value in wanted.items() if settings.get(key) != value}
     clips = sorted({row["clip"] for row in stored.rows})
-    given = sorted(clip_names(clip_paths(data)))
+    skipped = {entry["path"] for entry in stored.skipped}
+    paths = [path for path in clip_paths(data) if str(path) not in skipped]
+    given = sorted(clip_names(paths))
     if given != clips:
         differ["clips"] = (f"{len(clips)} clips", f"{len(given)} clips")
     if differ:
         raise SystemExit("quality_curve.py: the stored curve was scored otherwise: " + ", ".join(
             f"{key} {old!r} (stored) vs {new!r} (now)" for key, (old, new) in differ.items()))
     systems = {row["system"] for row in stored.rows}
-    new = evaluate_run(run, data, steps=steps, metrics=stored.metrics, seed=settings.get("seed", 0),
+    new = evaluate_run(run, paths, steps=steps, metrics=stored.metrics, seed=settings.get("seed", 0),
                        max_seconds=max_seconds, progress=True, earlier=earlier,
                        baseline=None if GRIFFIN_LIM in systems else settings.get("baseline", GRIFFIN_LIM),
                        ground_truth=GROUND_TRUTH not in systems,

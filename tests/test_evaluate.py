@@ -199,14 +199,18 @@ def test_quality_curve_extends_a_stored_curve_without_rescoring_it(speech_corpus
     Trainer(run, speech_corpus, config=tiny, settings=training).fit()
     curve = tmp_path / "curve.json"
 
+    unreadable = tmp_path / "unreadable.wav"
+    unreadable.write_bytes(b"not a wav")  # skipped when the curve is first scored, and left out when extended
+
     def quality_curve(*args):
-        return subprocess.run([sys.executable, str(script), str(run), str(wavs[0]), "--max-seconds", "0.5",
-                               "--out", str(tmp_path / "curve.png"), *map(str, args)], capture_output=True, text=True,
-                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        return subprocess.run([sys.executable, str(script), str(run), str(wavs[0]), str(unreadable),
+                               "--max-seconds", "0.5", "--out", str(tmp_path / "curve.png"), *map(str, args)],
+                              capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
 
     result = quality_curve("--metrics", "logmel_l1", "--json", curve)
     assert result.returncode == 0, result.stderr[-2000:]
     stored = EvaluationReport.read_json(curve)
+    assert [entry["path"] for entry in stored.skipped] == [str(unreadable)]
     assert [(e["system"], e["step"]) for e in stored.summary()] == [(OURS, 2), (OURS, 4), (GRIFFIN_LIM, None),
                                                                     (GROUND_TRUTH, None)]
     data = json.loads(curve.read_text())
