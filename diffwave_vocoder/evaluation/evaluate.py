@@ -527,8 +527,8 @@ def evaluate_run(run_dir: str | os.PathLike, clips: Any, steps: Any = "fast", ba
     changes = [{**change, "step": steps_before_run + change["step"]}
                for change in read_state(store.path(steps_found[-1])).get("setting_changes", [])]
     settings = {"run": str(run_dir), "checkpoints": [str(path) for _, path in points],
-                "steps_before_run": steps_before_run, "setting_changes": changes, "steps": steps, "seed": seed, "baseline": baseline,
-                "max_seconds": max_seconds, "sample_rate": convention.sample_rate}
+                "steps_before_run": steps_before_run, "setting_changes": changes, "steps": steps, "seed": seed,
+                "baseline": baseline, "max_seconds": max_seconds, "sample_rate": convention.sample_rate}
     return EvaluationReport(scorer.metrics, rows, skipped, settings)
 
 
