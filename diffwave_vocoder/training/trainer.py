@@ -138,6 +138,12 @@ class TrainingSettings:
         return strict_from_dict(cls, data, "training setting")
 
 
+def trajectory_changes(then: TrainingSettings, now: TrainingSettings) -> dict[str, list[Any]]:
+    """The settings that change which examples, noise or updates a step sees, {field: [then, now]}."""
+    return {field: [getattr(then, field), getattr(now, field)] for field in _TRAJECTORY_FIELDS
+            if getattr(then, field) != getattr(now, field)}
+
+
 def init_mismatch(init: DiffWaveConfig, config: DiffWaveConfig) -> str | None:
     """What keeps a run of `config` from starting from a checkpoint of `init` (None: nothing), as
     'sizes: residual_channels 64 (checkpoint) vs 16 (run); mel convention: fmax None (checkpoint) vs ...'."""
@@ -459,10 +465,10 @@ class Trainer:
                 f"Resume with its own setting, or start a new run from it with --init-from {self.model_dir} "
                 "(weights kept, fresh optimizer)")
         if stored_settings is not None:
-            changed = [f for f in _TRAJECTORY_FIELDS if getattr(settings, f) != getattr(stored_settings, f)]
+            changed = trajectory_changes(stored_settings, settings)
             if changed:
                 log.warning("settings %s differ from the run's training.json: the resumed run will not match an "
-                            "uninterrupted one", changed)
+                            "uninterrupted one", list(changed))
         return config, settings, init
 
     def _write_run_files(self) -> None:
@@ -558,7 +564,8 @@ class Trainer:
                      " of a fine-tuning run" if state.get("init_from") else "")
             self.init_provenance = state.get("init_from")
             self.setting_changes = list(state.get("setting_changes", []))
-            changed = self._changed_since(path)
+            trained_with = TrainingSettings.from_dict(json.loads((path / SETTINGS_FILE).read_text()))
+            changed = trajectory_changes(trained_with, self.settings)
             if changed:
                 self.setting_changes.append({"step": int(state["step"]), **changed})
             return int(state["step"]), int(state["examples_seen"])
@@ -566,12 +573,6 @@ class Trainer:
             raise ValueError(f"none of the checkpoints in {self.store.directory} can be restored (see warnings); "
                              "move them away to start the run afresh")
         return 0, 0
-
-    def _changed_since(self, checkpoint: Path) -> dict[str, list[Any]]:
-        """The trajectory settings that differ from those `checkpoint` was trained with, {field: [then, now]}."""
-        then = TrainingSettings.from_dict(json.loads((checkpoint / SETTINGS_FILE).read_text()))
-        return {field: [getattr(then, field), getattr(self.settings, field)] for field in _TRAJECTORY_FIELDS
-                if getattr(then, field) != getattr(self.settings, field)}
 
     def save(self, step: int, examples_seen: int, loss: float | None) -> Path:
         """Write checkpoint `step` (all workers take part; only the chief's copy is kept) and rotate."""
