@@ -63,7 +63,8 @@ def main() -> None:
         for i, count in enumerate(frames):
             np.save(mels / f"utt{i:04d}.npy", rng.uniform(0, 1, (count, 80)).astype(np.float32))
         audio_seconds = float(frames.sum()) * 256 / 22050
-        common = ["--model", str(checkpoint), "--steps", args.steps, "--seed", "0", "--layout", "tf"]  # 80-frame mels are square
+        # 80-frame mels are square, so the layout is given, not guessed
+        common = ["--model", str(checkpoint), "--steps", args.steps, "--seed", "0", "--layout", "tf"]
 
         begin = time.perf_counter()
         cli("vocode", str(mels), "-o", str(root / "batch"), "--batch-size", str(args.batch_size), *common)

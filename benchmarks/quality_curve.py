@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import Sequence
 
 from diffwave_vocoder.evaluation.evaluate import (GRIFFIN_LIM, GROUND_TRUTH, HIGHER_IS_BETTER, OURS, EvaluationReport,
                                                   clip_names, clip_paths, evaluate_run)
@@ -33,7 +34,8 @@ LABELS = {"stoi": "STOI", "estoi": "ESTOI", "pesq": "PESQ (wb)", "mcd": "MCD (dB
           "voiced": "voiced frames (share)", "dnsmos_p808": "DNSMOS P.808"}
 
 
-def plot(summary: list[dict], metrics: list[str], out: Path, title: str, changes: list[dict] = ()) -> None:
+def plot(summary: list[dict], metrics: list[str], out: Path, title: str,
+         changes: Sequence[dict] = ()) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,7 +55,8 @@ def plot(summary: list[dict], metrics: list[str], out: Path, title: str, changes
             label = ", ".join(f"{field.replace('_', ' ')} {values[0]} -> {values[1]}"
                               for field, values in change.items() if field != "step")
             ax.axvline(change["step"], color="tab:red", alpha=0.6, linewidth=1, label=label)
-        arrow = {True: "higher is better", False: "lower is better", None: "nearest ground truth"}[HIGHER_IS_BETTER[metric]]
+        arrow = {True: "higher is better", False: "lower is better",
+                 None: "nearest ground truth"}[HIGHER_IS_BETTER[metric]]
         ax.set_title(f"{LABELS.get(metric, metric)}\n({arrow})", fontsize=9)
         ax.set_xlabel("training step")
         steps = [r["step"] for r in ours]

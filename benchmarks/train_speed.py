@@ -71,7 +71,8 @@ def our_learner(batch_size: int, crop_frames: int, data_dir: Path, precision: st
     config = DiffWaveConfig(**sizes)
     rng = np.random.default_rng(0)
     for i in range(2):
-        soundfile.write(str(data_dir / f"clip{i}.wav"), rng.uniform(-0.5, 0.5, 3 * config.sample_rate), config.sample_rate)
+        noise = rng.uniform(-0.5, 0.5, 3 * config.sample_rate)
+        soundfile.write(str(data_dir / f"clip{i}.wav"), noise, config.sample_rate)
     settings = TrainingSettings(batch_size=batch_size, crop_frames=crop_frames, val_fraction=0.0,
                                 mixed_precision=None if precision == "float32" else precision)
     trainer = Trainer(data_dir / "run", data_dir, config=config, settings=settings)
@@ -148,8 +149,8 @@ def main() -> None:
         process.wait()
 
     samples = args.batch_size * args.crop_frames * 256
-    print(f"model {sizes}; batch {args.batch_size} x {args.crop_frames} frames ({samples:,} samples per step), CPU with "
-          f"{os.cpu_count()} cores; median of {args.rounds} alternating steps")
+    print(f"model {sizes}; batch {args.batch_size} x {args.crop_frames} frames ({samples:,} samples per step), "
+          f"CPU with {os.cpu_count()} cores; median of {args.rounds} alternating steps")
     print(f"  before: {load_before}; after: " + "load average %.2f %.2f %.2f" % os.getloadavg())
     rates = {}
     for kind, values in times.items():

@@ -348,7 +348,8 @@ def tflite(args, ours: Path) -> None:
     print(f"# TFLite: default-size model, {seconds:g} s input ({_load()})")
     result = run_worker("tflite", checkpoint=str(ours), seconds=seconds)
     audio = result["audio_seconds"]
-    print("\n| model | one network evaluation, s/s | fast loop (6 steps), s/s | max error / output RMS (network; loop) | size |")
+    print("\n| model | one network evaluation, s/s | fast loop (6 steps), s/s "
+          "| max error / output RMS (network; loop) | size |")
     print("|---|---|---|---|---|")
     for name, row in result["rows"].items():
         loop = f"{row['loop'] / audio:.2f}" if "loop" in row else "-"

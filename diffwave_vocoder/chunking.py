@@ -73,8 +73,8 @@ def network_weights(config: DiffWaveConfig, get: Callable[[str], tf.Tensor]) -> 
         (get(f"spectrogram_upsampler/conv{j}/kernel"), get(f"spectrogram_upsampler/conv{j}/bias")) for j in (1, 2))
     return NetworkWeights(
         embedding_table=tf.constant(step_embedding_table(config.max_steps)),
-        embedding=tuple((get(f"diffusion_embedding/projection{j}/kernel"), get(f"diffusion_embedding/projection{j}/bias"))
-                        for j in (1, 2)),
+        embedding=tuple((get(f"diffusion_embedding/projection{j}/kernel"),
+                         get(f"diffusion_embedding/projection{j}/bias")) for j in (1, 2)),
         upsampler=upsampler,
         input_projection=(get("input_projection/kernel"), get("input_projection/bias")),
         diffusion_kernel=tf.concat([k for k, _ in diffusion], 1),

@@ -312,13 +312,15 @@ def cmd_info(args: argparse.Namespace) -> None:
     kind = "unconditional" if config["unconditional"] else "conditional (mel)"
     print(f"DiffWave, {kind}: {info['parameters']:,} parameters")
     print(f"  residual_channels={config['residual_channels']} residual_layers={config['residual_layers']} "
-          f"dilation_cycle_length={config['dilation_cycle_length']} receptive_field=+-{info['receptive_field']} samples")
+          f"dilation_cycle_length={config['dilation_cycle_length']} "
+          f"receptive_field=+-{info['receptive_field']} samples")
     print(f"  mel: {_describe_mel(config['mel'])}")
     print(f"  training schedule: {len(config['noise_schedule'])} steps, beta {config['noise_schedule'][0]:g}"
           f"..{config['noise_schedule'][-1]:g}; fast schedule: {config['inference_noise_schedule']}")
     if config.get("prior", "standard") != "standard":
         energies = config.get("prior_energy_range")
-        mapped = "not measured" if energies is None else f"frame energy {energies[0]:.4g}..{energies[1]:.4g} -> std 0..1"
+        mapped = ("not measured" if energies is None
+                  else f"frame energy {energies[0]:.4g}..{energies[1]:.4g} -> std 0..1")
         print(f"  prior: {config['prior']} (PriorGrad; {mapped}, std at least {config['prior_std_min']:g})")
     for key, value in info["metadata"].items():
         print(f"  {key}: {value if isinstance(value, str) else json.dumps(value)}")
@@ -488,8 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mel layout: tf (frames, n_mels), torch (n_mels, frames), auto (decide by n_mels)")
     p.add_argument("--adapter", help="convert the mel from another acoustic model's convention first "
                                      "(a registered adapter name, see `diffwave-vocoder plugins`)")
-    p.add_argument("--adapter-stats", help="mean/variance statistics file for z-scored sources "
-                                           "(ParallelWaveGAN stats.h5, ESPnet feats_stats.npz, TensorFlowTTS stats.npy)")
+    p.add_argument("--adapter-stats",
+                   help="mean/variance statistics file for z-scored sources "
+                        "(ParallelWaveGAN stats.h5, ESPnet feats_stats.npz, TensorFlowTTS stats.npy)")
     p.set_defaults(func=cmd_vocode)
 
     p = commands.add_parser("resynth", help="wav -> mel -> wav (analysis-synthesis)")

@@ -73,8 +73,8 @@ class StreamKernels:
             s = tf.shape(x_window)[0] - d_total
             lengths = tf.reshape(length, [1])
             window = conditioner[:, None, :]
-            eps, state = network.span(weights, x_window[d_total:, None], tile, network.diffusion_projections(weights, step),
-                                      lengths, state,
+            projections = network.diffusion_projections(weights, step)
+            eps, state = network.span(weights, x_window[d_total:, None], tile, projections, lengths, state,
                                       lambda offset, size, carry: (window[offset:offset + size + d_total], carry),
                                       tf.zeros([0]), start)
             audio = c1 * (x_window[:s] - c2 * eps[:, 0])
