@@ -34,6 +34,10 @@ LABELS = {"stoi": "STOI", "estoi": "ESTOI", "pesq": "PESQ (wb)", "mcd": "MCD (dB
           "voiced": "voiced frames (share)", "dnsmos_p808": "DNSMOS P.808"}
 
 
+def _setting(value: object) -> str:
+    return "off" if value is None else str(value)  # null settings (mixed_precision, max_grad_norm) are off
+
+
 def plot(summary: list[dict], metrics: list[str], out: Path, title: str,
          changes: Sequence[dict] = ()) -> None:
     import matplotlib
@@ -52,7 +56,7 @@ def plot(summary: list[dict], metrics: list[str], out: Path, title: str,
                 ax.axhline(value, linestyle=style, color="gray" if system == "griffin-lim" else "black",
                            label=system)
         for change in changes:
-            label = ", ".join(f"{field.replace('_', ' ')} {values[0]} -> {values[1]}"
+            label = ", ".join(f"{field.replace('_', ' ')} {_setting(values[0])} -> {_setting(values[1])}"
                               for field, values in change.items() if field != "step")
             ax.axvline(change["step"], color="tab:red", alpha=0.6, linewidth=1, label=label)
         arrow = {True: "higher is better", False: "lower is better",
