@@ -368,8 +368,10 @@ def cmd_convert(args: argparse.Namespace) -> None:
 def _train_overrides(args: argparse.Namespace) -> dict:
     names = ("max_steps", "batch_size", "learning_rate", "loss", "max_grad_norm", "crop_frames", "crop_samples",
              "seed", "checkpoint_every", "keep_last", "keep_every", "log_every", "val_every", "val_fraction",
-             "mixed_precision", "low_noise_emphasis")
+             "mixed_precision", "low_noise_emphasis", "ema_decay")
     overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if overrides.get("mixed_precision") == "float32":  # switches mixed precision off (a run resumed in float32)
+        overrides["mixed_precision"] = None
     if args.init_from is not None:  # stored in training.json: absolute, so a resume from elsewhere finds it
         overrides["init_from"] = str(Path(args.init_from).resolve())
     return overrides
@@ -558,10 +560,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop-frames", type=int, help="mel frames per training example (default 62)")
     p.add_argument("--crop-samples", type=int, help="unconditional models: samples per example (default audio_len)")
     p.add_argument("--seed", type=int, help="initial weights, data order, crops and noise (default 0)")
-    p.add_argument("--mixed-precision", choices=["float16", "bfloat16"], help="float16 uses loss scaling")
+    p.add_argument("--mixed-precision", choices=["float16", "bfloat16", "float32"],
+                   help="float16 uses loss scaling; float32 (the default) turns mixed precision off")
     p.add_argument("--low-noise-emphasis", type=float, metavar="E",
                    help="draw diffusion steps with probability proportional to noise std ** -E (default 0: "
                         "uniform, the reference's)")
+    p.add_argument("--ema-decay", type=float, metavar="D",
+                   help="validate and export a moving average of the weights, updated each step with decay D "
+                        "(e.g. 0.999; default 0: the weights themselves, the reference's)")
     p.add_argument("--init-from", help="fine-tune: start from this vocoder checkpoint's weights (a converted or "
                                        "trained one, or a training run/checkpoint) with a fresh optimizer; the run "
                                        "takes its config unless --config is given")

@@ -129,6 +129,58 @@ def test_a_learning_rate_changed_on_resume_takes_effect(speech_corpus, tmp_path,
     assert again.step == 10 and load_for_export(run).metadata["setting_changes"] == change  # nothing new
 
 
+def test_the_weight_average_follows_its_formula_and_is_what_the_run_exports(speech_corpus, tmp_path):
+    trainer = Trainer(tmp_path / "run", speech_corpus, config=TINY, settings=settings(ema_decay=0.9))
+    expected = trainer.model.get_weights()  # the average starts at the initial weights
+    iterator = iter(trainer._dataset(0))
+    for n in range(6):  # TensorFlow's warm-up: decay min(0.9, (1 + n) / (10 + n)) after n updates
+        trainer.train_step(iterator)
+        decay = min(0.9, (1 + n) / (10 + n))
+        expected = [decay * a + (1 - decay) * w for a, w in zip(expected, trainer.model.get_weights())]
+    exported = Vocoder.load(trainer.export(tmp_path / "export", 6))
+    assert max_diff(exported.model.get_weights(), expected) <= 1e-6
+    assert max_diff(trainer.model.get_weights(), expected) > 1e-4  # the raw weights are elsewhere
+    assert exported.metadata["weight_average"] == {"decay": 0.9, "updates": 6}
+
+
+def test_a_run_with_a_weight_average_resumes_exactly_and_trains_the_same_weights(speech_corpus, tmp_path,
+                                                                                  uninterrupted_weights):
+    whole = Trainer(tmp_path / "whole", speech_corpus, config=TINY, settings=settings(ema_decay=0.9)).fit()
+    run = tmp_path / "run"
+    Trainer(run, speech_corpus, config=TINY, settings=settings(max_steps=3, ema_decay=0.9)).fit()
+    resumed = Trainer(run, speech_corpus, settings=settings(ema_decay=0.9)).fit()
+    assert resumed.step == whole.step == 8
+    average = Vocoder.load(run / "vocoder")
+    assert max_diff(average.model.get_weights(), Vocoder.load(tmp_path / "whole" / "vocoder").model.get_weights()) \
+        <= 1e-6
+    assert max_diff(load_for_export(run).model.get_weights(), average.model.get_weights()) == 0
+    # Averaging only watches: the trained weights are those of a run without it.
+    assert max_diff(load_for_export(run, average=False).model.get_weights(), uninterrupted_weights) <= 1e-5
+    assert max_diff(average.model.get_weights(), uninterrupted_weights) > 1e-4
+    assert "weight_average" not in load_for_export(run, average=False).metadata
+
+
+def test_a_weight_average_switched_on_and_off_on_resume_is_recorded(speech_corpus, tmp_path, caplog,
+                                                                   uninterrupted_weights):
+    caplog.set_level("INFO", logger="diffwave_vocoder")
+    run = tmp_path / "run"
+    Trainer(run, speech_corpus, config=TINY, settings=settings(max_steps=4)).fit()
+    Trainer(run, speech_corpus, settings=settings(ema_decay=0.9)).fit()
+    assert "weight average (decay 0.9) starts from the weights of step 4" in caplog.text
+    raw = load_for_export(run, average=False).model.get_weights()
+    assert max_diff(raw, uninterrupted_weights) <= 1e-5
+    averaged = Vocoder.load(run / "vocoder")
+    assert averaged.metadata["weight_average"] == {"decay": 0.9, "updates": 4}
+    assert averaged.metadata["setting_changes"] == [{"step": 4, "ema_decay": [0.0, 0.9]}]
+    assert max_diff(averaged.model.get_weights(), raw) > 1e-5
+    # Off again: the checkpoint's average is left unread, and the export is the raw weights.
+    Trainer(run, speech_corpus, settings=settings(max_steps=8)).fit()
+    plain = Vocoder.load(run / "vocoder")
+    assert max_diff(plain.model.get_weights(), raw) == 0
+    assert "weight_average" not in plain.metadata
+    assert plain.metadata["setting_changes"][-1] == {"step": 8, "ema_decay": [0.9, 0.0]}
+
+
 @pytest.mark.parametrize("before, after", [(None, "float16"), ("float16", None)])
 def test_switching_float16_on_resume_is_refused_with_the_way_forward(speech_corpus, tmp_path, before, after):
     """float16 wraps Adam in a loss-scale optimizer, whose checkpoint the plain one cannot read (or back)."""
@@ -358,14 +410,17 @@ def saved_run(path):
 
 @pytest.mark.slow
 def test_mirrored_on_two_devices_equals_one_device_at_the_same_global_batch(speech_corpus, tmp_path):
-    # Clipping at 0.05 is active (grad norms are larger): it must see the global gradient.
-    run_settings = settings(max_steps=5, log_every=1, max_grad_norm=0.05)
+    # Clipping at 0.05 is active (grad norms are larger): it must see the global gradient. The weight
+    # average is updated on each replica's copy.
+    run_settings = settings(max_steps=5, log_every=1, max_grad_norm=0.05, ema_decay=0.9)
     subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path), str(speech_corpus), json.dumps(TINY.to_dict()),
                     json.dumps(dataclasses.asdict(run_settings))], check=True, env=ENV, capture_output=True)
     single, mirrored = saved_run(tmp_path / "default.npz"), saved_run(tmp_path / "mirrored.npz")
     assert single[0] == 1 and mirrored[0] == 2
     assert mirrored[1] == pytest.approx(single[1], abs=1e-5)
     assert max_diff(mirrored[2], single[2]) <= 1e-5
+    averages = [Vocoder.load(tmp_path / strategy / "vocoder").model.get_weights() for strategy in ("default", "mirrored")]
+    assert max_diff(*averages) <= 1e-5 and max_diff(averages[0], single[2]) > 1e-4
     norms = [float(v) for _, tag, _, v in read_events(tmp_path / "mirrored" / "logs" / "train")
              if tag == "train/grad_norm"]
     assert len(norms) == 5 and min(norms) > 0.05

@@ -2,7 +2,8 @@
 
 A run directory keeps its checkpoints under `checkpoints/step-NNNNNNNNN/`, each holding
 `state.json` (global step, data position, seed), `config.json` (model), `training.json` (settings)
-and `variables.*` (model weights and optimizer state, a tf.train.Checkpoint). Each is written into a
+and `variables.*` (model weights, optimizer state and, where the run keeps one, the weight average;
+a tf.train.Checkpoint). Each is written into a
 temporary sibling and renamed into place (io/atomic.py), so a `step-*` directory is always whole; a
 kill during a save leaves only a `.step-*.tmp` directory, which the next run removes. There is no
 "latest" pointer file to get out of step: the newest complete directory is the latest.
@@ -29,6 +30,7 @@ from ..config import DiffWaveConfig, stored_config
 from ..io.atomic import atomic_directory
 from ..model import build_model
 from ..vocoder import CONFIG_FILE, Vocoder
+from .weight_average import CHECKPOINT_KEY as AVERAGE_KEY, WeightAverage
 
 log = logging.getLogger(__name__)
 
@@ -135,14 +137,17 @@ def dtype_policy(name: str) -> Iterator[None]:
 
 
 def training_metadata(step: int, init_provenance: dict[str, Any] | None,
-                      setting_changes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """An exported vocoder's provenance: its step, what it started from when fine-tuned, and the
-    settings changed when the run was resumed."""
+                      setting_changes: list[dict[str, Any]] | None = None,
+                      weight_average: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An exported vocoder's provenance: its step, what it started from when fine-tuned, the
+    settings changed when the run was resumed, and the weight average it holds ({decay, updates})."""
     metadata: dict[str, Any] = {"training_step": step, "source": "diffwave-vocoder train"}
     if init_provenance is not None:
         metadata["init_from"] = init_provenance
     if setting_changes:
         metadata["setting_changes"] = setting_changes
+    if weight_average is not None:
+        metadata[AVERAGE_KEY] = weight_average
     return metadata
 
 
@@ -169,9 +174,12 @@ def export_source_config(src: str | os.PathLike) -> DiffWaveConfig:
     return stored_config(json.loads((_export_source(src) / CONFIG_FILE).read_text()))
 
 
-def load_for_export(src: str | os.PathLike) -> Vocoder:
+def load_for_export(src: str | os.PathLike, average: bool = True) -> Vocoder:
     """A Vocoder from a training run directory (its newest checkpoint), one training checkpoint
-    directory, or an inference checkpoint, so that every export format loads its source alike."""
+    directory, or an inference checkpoint, so that every export format loads its source alike.
+
+    A training checkpoint that keeps a weight average (ema_decay > 0) gives the average, as the
+    trainer exports; `average=False` gives its raw weights."""
     root = _export_source(src)
     if not is_training_checkpoint(root):
         return Vocoder.load(root)
@@ -179,11 +187,16 @@ def load_for_export(src: str | os.PathLike) -> Vocoder:
     config = stored_config(json.loads((root / CONFIG_FILE).read_text()))
     with dtype_policy("float32"):
         model = build_model(config)
+    averaged = average and AVERAGE_KEY in state
+    weight_average = WeightAverage(model.trainable_variables, state[AVERAGE_KEY]["decay"]) if averaged else None
     try:
-        tf.train.Checkpoint(model=model).read(str(root / VARIABLES_PREFIX)).expect_partial() \
-            .assert_existing_objects_matched()
+        tf.train.Checkpoint(model=model, **({AVERAGE_KEY: weight_average} if averaged else {})) \
+            .read(str(root / VARIABLES_PREFIX)).expect_partial().assert_existing_objects_matched()
     except (tf.errors.OpError, AssertionError, ValueError, IndexError) as error:
         raise ValueError(f"cannot read the weights of training checkpoint {root}: {' '.join(str(error).split())}") \
             from None
+    if weight_average is not None:
+        weight_average.copy_to(model.trainable_variables)
     return Vocoder(model, config, training_metadata(int(state["step"]), state.get("init_from"),
-                                                     state.get("setting_changes")))
+                                                     state.get("setting_changes"),
+                                                     state.get(AVERAGE_KEY) if averaged else None))

@@ -8,7 +8,8 @@ What the reference (and the earlier TF port) lacked is around it: every random c
 function of the global example index (data.py), checkpoints are atomic and carry the data
 position (checkpoints.py), so a run killed at any moment resumes from its last checkpoint
 and ends with the weights an uninterrupted run would have; one progress line covers the whole run;
-any checkpoint exports to the inference format `Vocoder.save` writes. One trainer at a time works on
+any checkpoint exports to the inference format `Vocoder.save` writes (a run may keep a moving
+average of its weights, weight_average.py, and export that). One trainer at a time works on
 a run directory (run_lock.py), and a save that fails for lack of space or an I/O error stops the
 run with one message saying what was needed where, the previous checkpoint intact.
 """
@@ -48,6 +49,7 @@ from .data import ClipSet, evaluation_dataset, example_indices, make_dataset
 from .distribute import is_chief, make_strategy
 from .run_lock import RunLock
 from .tensorboard import SummaryLog
+from .weight_average import CHECKPOINT_KEY as AVERAGE_KEY, WeightAverage
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +64,10 @@ MIXED_PRECISION = {None: "float32", "float16": "mixed_float16", "bfloat16": "mix
 # (PriorGrad from a standard-prior model such as a converted lmnt checkpoint).
 _FINE_TUNING_FREE_FIELDS = ("inference_noise_schedule", "audio_len", "prior", "prior_energy_range",
                             "prior_std_min")
-# Settings that change which examples, noise or updates a step sees: changing them on resume is
-# allowed, but the run is then no longer identical to an uninterrupted one.
+# Settings that change which examples, noise or updates a step sees, or which weights the run exports:
+# changing them on resume is allowed, but the run is then no longer identical to an uninterrupted one.
 _TRAJECTORY_FIELDS = ("batch_size", "learning_rate", "loss", "max_grad_norm", "crop_frames", "crop_samples",
-                      "seed", "mixed_precision", "val_fraction", "low_noise_emphasis")
+                      "seed", "mixed_precision", "val_fraction", "low_noise_emphasis", "ema_decay")
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,10 @@ class TrainingSettings:
     # 0 is the reference's uniform draw; larger values train the low-noise steps (the waveform's fine
     # structure, the last steps of sampling) more often. Validation keeps the uniform draw.
     low_noise_emphasis: float = 0.0
+    # > 0: validate and export an exponential moving average of the weights, updated after each step
+    # with this decay (weight_average.py; 0.999 averages over about the last thousand steps).
+    # 0: the weights themselves, as the reference.
+    ema_decay: float = 0.0
     # Fine-tuning: a vocoder checkpoint, training checkpoint or run whose weights a new run starts
     # from (with a fresh optimizer); ignored once the run has checkpoints of its own.
     init_from: str | None = None
@@ -111,6 +117,8 @@ class TrainingSettings:
             raise ValueError(f"keep_every must be an integer >= 0, got {self.keep_every!r}")
         if not (isinstance(self.low_noise_emphasis, (int, float)) and 0 <= self.low_noise_emphasis <= 4):
             raise ValueError(f"low_noise_emphasis must be a number in [0, 4], got {self.low_noise_emphasis!r}")
+        if not (isinstance(self.ema_decay, (int, float)) and 0 <= self.ema_decay < 1):
+            raise ValueError(f"ema_decay must be a number in [0, 1), got {self.ema_decay!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
         if self.loss not in ("l1", "l2"):
@@ -422,6 +430,7 @@ class Trainer:
             if init is not None:
                 self.model.set_weights(init.model.get_weights())
                 log.info("fine-tuning: starting from the weights of %s (fresh optimizer)", self.settings.init_from)
+            self.weight_average = WeightAverage(self.model.trainable_variables, s.ema_decay) if s.ema_decay else None
         # A float32, single-device twin for validation, sample vocoding and export.
         with dtype_policy("float32"):
             self.vocoder = Vocoder(build_model(self.config), self.config)
@@ -484,7 +493,7 @@ class Trainer:
     # -- graph-mode steps ---------------------------------------------------------------------------
 
     def _make_train_step(self):
-        model, optimizer, s = self.model, self.optimizer, self.settings
+        model, optimizer, s, average = self.model, self.optimizer, self.settings, self.weight_average
         scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         replicas = self.strategy.num_replicas_in_sync
         global_batch = float(s.batch_size)
@@ -510,6 +519,8 @@ class Trainer:
             if replicas > 1:  # the optimizer sums over replicas again
                 grads = [g / replicas for g in grads]
             optimizer.apply(grads, variables)
+            if average is not None:
+                average.update(variables)
             return loss, scaled_norm / scale, tf.math.is_finite(loss)
 
         @tf.function
@@ -541,7 +552,9 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------
 
-    def _checkpoint(self) -> tf.train.Checkpoint:
+    def _checkpoint(self, with_average: bool = True) -> tf.train.Checkpoint:
+        if with_average and self.weight_average is not None:
+            return tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, **{AVERAGE_KEY: self.weight_average})
         return tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
 
     def _restore(self) -> tuple[int, int]:
@@ -550,7 +563,9 @@ class Trainer:
             path = self.store.path(step)
             try:
                 state = read_state(path)
-                self._checkpoint().read(str(path / VARIABLES_PREFIX)).assert_existing_objects_matched()
+                averaged = AVERAGE_KEY in state  # a checkpoint of a run with ema_decay > 0 keeps its average
+                self._checkpoint(with_average=averaged).read(str(path / VARIABLES_PREFIX)) \
+                    .assert_existing_objects_matched().expect_partial()
             except (ValueError, IndexError, tf.errors.OpError, AssertionError) as error:  # IndexError: a short file
                 log.warning("cannot restore %s (%s); trying an older checkpoint", path, " ".join(str(error).split()))
                 continue
@@ -563,6 +578,10 @@ class Trainer:
             log.info("resuming from %s (step %d)%s", path, state["step"],
                      " of a fine-tuning run" if state.get("init_from") else "")
             self.init_provenance = state.get("init_from")
+            if self.weight_average is not None and not averaged:
+                self.weight_average.reset(self.model.trainable_variables)
+                log.info("weight average (decay %g) starts from the weights of step %d", self.settings.ema_decay,
+                         state["step"])
             self.setting_changes = list(state.get("setting_changes", []))
             trained_with = TrainingSettings.from_dict(json.loads((path / SETTINGS_FILE).read_text()))
             changed = trajectory_changes(trained_with, self.settings)
@@ -583,6 +602,8 @@ class Trainer:
             state["init_from"] = self.init_provenance
         if self.setting_changes:
             state["setting_changes"] = self.setting_changes
+        if self.weight_average is not None:
+            state[AVERAGE_KEY] = self._average_provenance()
         files = {CONFIG_FILE: self.config.to_json() + "\n", SETTINGS_FILE: self.settings.to_json() + "\n"}
         checkpoint = self._checkpoint()
         if not self.chief:
@@ -606,8 +627,14 @@ class Trainer:
 
     # -- validation -------------------------------------------------------------------------------
 
+    def _average_provenance(self) -> dict[str, Any]:
+        return {"decay": self.weight_average.decay, "updates": int(self.weight_average.updates.numpy())}
+
     def _sync_vocoder(self) -> None:
+        """The float32 twin gets the weights the run exports: the average where one is kept."""
         self.vocoder.model.set_weights([np.asarray(w, np.float32) for w in self.model.get_weights()])
+        if self.weight_average is not None:
+            self.weight_average.copy_to(self.vocoder.model.trainable_variables)
 
     def validate(self, step: int, summaries: SummaryLog | None) -> float | None:
         """Validation loss (fixed crops, steps and noise) and a few vocoded clips for TensorBoard."""
@@ -735,7 +762,9 @@ class Trainer:
     def export(self, path: str | os.PathLike, step: int) -> Path:
         """The current weights in the inference format (float32, whatever the training precision)."""
         self._sync_vocoder()
-        self.vocoder.metadata = training_metadata(step, self.init_provenance, self.setting_changes)
+        self.vocoder.metadata = training_metadata(
+            step, self.init_provenance, self.setting_changes,
+            None if self.weight_average is None else self._average_provenance())
         what, where = f"the vocoder checkpoint {Path(path).name}", Path(path).parent
         needed = int(1.1 * _variable_bytes(self.vocoder.model.weights)) + 65536  # HDF5's overhead included
         intact = f"The checkpoints in {self.store.directory} are intact"

@@ -47,6 +47,8 @@ def training_history(metadata: dict) -> list[dict]:
         run["init_from"] = Path(init["path"]).name
     if metadata.get("setting_changes"):
         run["setting_changes"] = metadata["setting_changes"]
+    if metadata.get("weight_average"):
+        run["weight_average"] = metadata["weight_average"]
     return earlier + [run]
 
 
@@ -62,7 +64,8 @@ def training_commands(run: dict, program: str = TRAIN_SH) -> str:
     flags: dict[str, object] = {}
 
     def command(extra: str = "") -> str:
-        return base + "".join(f" --{field} {value}" for field, value in flags.items()) + extra
+        return base + "".join(f" --{field} {'float32' if value is None and field == 'mixed-precision' else value}"
+                              for field, value in flags.items()) + extra
 
     commands = []
     for change in run.get("setting_changes", []):
