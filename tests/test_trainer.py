@@ -419,7 +419,8 @@ def test_mirrored_on_two_devices_equals_one_device_at_the_same_global_batch(spee
     assert single[0] == 1 and mirrored[0] == 2
     assert mirrored[1] == pytest.approx(single[1], abs=1e-5)
     assert max_diff(mirrored[2], single[2]) <= 1e-5
-    averages = [Vocoder.load(tmp_path / strategy / "vocoder").model.get_weights() for strategy in ("default", "mirrored")]
+    averages = [Vocoder.load(tmp_path / strategy / "vocoder").model.get_weights()
+                for strategy in ("default", "mirrored")]
     assert max_diff(*averages) <= 1e-5 and max_diff(averages[0], single[2]) > 1e-4
     norms = [float(v) for _, tag, _, v in read_events(tmp_path / "mirrored" / "logs" / "train")
              if tag == "train/grad_norm"]
