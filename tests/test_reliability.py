@@ -172,26 +172,26 @@ class FullDiskCheckpoint:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
-@pytest.mark.parametrize("fault", ["tmpfs", "injected"])
+@pytest.mark.parametrize("fault, ema_decay", [("tmpfs", 0.0), ("injected", 0.0), ("injected", 0.9)])
 def test_a_full_disk_during_a_save_stops_with_one_message_and_keeps_the_previous_checkpoint(
-        speech_corpus, tmp_path, monkeypatch, fault):
+        speech_corpus, tmp_path, monkeypatch, fault, ema_decay):
     with small_disk(tmp_path / "disk", 16 * 2 ** 20) as disk:
         if fault == "injected" or disk is None:  # no mount here (not root): inject ENOSPC into the writer
             root = tmp_path
             original = Trainer._checkpoint
             inject = {"on": False}
-            monkeypatch.setattr(Trainer, "_checkpoint", lambda self: FullDiskCheckpoint(original(self))
-                                if inject["on"] else original(self))
+            monkeypatch.setattr(Trainer, "_checkpoint", lambda self, **parts: (
+                FullDiskCheckpoint(original(self, **parts)) if inject["on"] else original(self, **parts)))
         else:
             root = disk
         run = root / "run"
-        Trainer(run, speech_corpus, config=TINY, settings=settings()).fit()
+        Trainer(run, speech_corpus, config=TINY, settings=settings(ema_decay=ema_decay)).fit()
         before = load_for_export(run / "checkpoints" / "step-000000002").model.get_weights()
         if root is disk:
             filler = fill(disk, leave=12 * 1024)  # the run files fit, a checkpoint (4 MB) does not
         else:
             inject["on"] = True
-        trainer = Trainer(run, speech_corpus, settings=settings(max_steps=4))
+        trainer = Trainer(run, speech_corpus, settings=settings(max_steps=4, ema_decay=ema_decay))
         with pytest.raises(StorageError) as caught:
             trainer.fit()
         message = str(caught.value)

@@ -553,9 +553,13 @@ class Trainer:
     # -- checkpoints ----------------------------------------------------------------------------
 
     def _checkpoint(self, with_average: bool = True) -> tf.train.Checkpoint:
+        parts = {"model": self.model, "optimizer": self.optimizer}
         if with_average and self.weight_average is not None:
-            return tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, **{AVERAGE_KEY: self.weight_average})
-        return tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+            parts[AVERAGE_KEY] = self.weight_average
+        return tf.train.Checkpoint(**parts)
+
+    def _average_provenance(self) -> dict[str, Any]:
+        return {"decay": self.weight_average.decay, "updates": int(self.weight_average.updates.numpy())}
 
     def _restore(self) -> tuple[int, int]:
         """(global step, examples seen) of the newest readable checkpoint, or (0, 0)."""
@@ -615,7 +619,8 @@ class Trainer:
             try:
                 self.store.save(step, state, files, checkpoint.write)
             except (OSError, tf.errors.OpError) as error:
-                needed = _variable_bytes(list(self.model.variables) + list(self.optimizer.variables)) + sum(
+                needed = _variable_bytes(list(self.model.variables) + list(self.optimizer.variables)
+                                         + list(self.weight_average.variables if self.weight_average else [])) + sum(
                     len(text.encode()) for text in files.values()) + 4096
                 latest = self.store.latest()
                 intact = f"The previous checkpoint {latest} is intact" if latest else "No checkpoint was written yet"
@@ -626,9 +631,6 @@ class Trainer:
         return path
 
     # -- validation -------------------------------------------------------------------------------
-
-    def _average_provenance(self) -> dict[str, Any]:
-        return {"decay": self.weight_average.decay, "updates": int(self.weight_average.updates.numpy())}
 
     def _sync_vocoder(self) -> None:
         """The float32 twin gets the weights the run exports: the average where one is kept."""
