@@ -430,7 +430,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     if args.quantize and args.format != "tflite":
         raise CLIError("--quantize applies to --format tflite only")
-    vocoder = load_for_export(args.source)
+    vocoder = load_for_export(args.source, average=not args.raw_weights)
     if args.format != "checkpoint":
         from .formats.export import export
 
@@ -607,6 +607,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "TF Serving; tflite: LiteRT model, signatures `denoise` (the network) and `vocode` "
                         "(mel, noise -> audio)")
     p.add_argument("--quantize", choices=["int8"], help="tflite: int8 weights (dynamic-range quantization)")
+    p.add_argument("--raw-weights", action="store_true",
+                   help="a checkpoint of a run trained with --ema-decay: its trained weights, not their average")
     p.set_defaults(func=cmd_export)
     return parser
 

@@ -158,6 +158,10 @@ def test_a_run_with_a_weight_average_resumes_exactly_and_trains_the_same_weights
     assert max_diff(load_for_export(run, average=False).model.get_weights(), uninterrupted_weights) <= 1e-5
     assert max_diff(average.model.get_weights(), uninterrupted_weights) > 1e-4
     assert "weight_average" not in load_for_export(run, average=False).metadata
+    from diffwave_vocoder.cli import main
+
+    assert main(["export", str(run), str(tmp_path / "raw"), "--raw-weights"]) == 0
+    assert max_diff(Vocoder.load(tmp_path / "raw").model.get_weights(), uninterrupted_weights) <= 1e-5
 
 
 def test_a_weight_average_switched_on_and_off_on_resume_is_recorded(speech_corpus, tmp_path, caplog,
