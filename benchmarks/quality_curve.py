@@ -34,8 +34,10 @@ LABELS = {"stoi": "STOI", "estoi": "ESTOI", "pesq": "PESQ (wb)", "mcd": "MCD (dB
           "voiced": "voiced frames (share)", "dnsmos_p808": "DNSMOS P.808"}
 
 
-def _setting(value: object) -> str:
-    return "off" if value is None else str(value)  # null settings (mixed_precision, max_grad_norm) are off
+def _setting(field: str, value: object) -> str:
+    """A setting's value in the legend: null settings (mixed_precision, max_grad_norm) and a zero
+    ema_decay (no weight average) are off."""
+    return "off" if value is None or (field == "ema_decay" and value == 0) else str(value)
 
 
 def plot(summary: list[dict], metrics: list[str], out: Path, title: str,
@@ -56,7 +58,7 @@ def plot(summary: list[dict], metrics: list[str], out: Path, title: str,
                 ax.axhline(value, linestyle=style, color="gray" if system == "griffin-lim" else "black",
                            label=system)
         for change in changes:
-            label = ", ".join(f"{field.replace('_', ' ')} {_setting(values[0])} -> {_setting(values[1])}"
+            label = ", ".join(f"{field.replace('_', ' ')} {_setting(field, values[0])} -> {_setting(field, values[1])}"
                               for field, values in change.items() if field != "step")
             ax.axvline(change["step"], color="tab:red", alpha=0.6, linewidth=1, label=label)
         arrow = {True: "higher is better", False: "lower is better",
