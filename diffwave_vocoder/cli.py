@@ -365,13 +365,28 @@ def cmd_convert(args: argparse.Namespace) -> None:
             print(f"  {key}: {value if isinstance(value, str) else json.dumps(value)}")
 
 
+# Training settings whose "off" is null in training.json, and the `train` flag value that switches each
+# off when a run resumes (recipes write these values back into the commands they record).
+OFF_FLAG_VALUES = {"mixed_precision": "float32", "max_grad_norm": "none"}
+
+
+def _grad_norm(value: str) -> float | str:
+    if value.lower() == OFF_FLAG_VALUES["max_grad_norm"]:
+        return OFF_FLAG_VALUES["max_grad_norm"]
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {value!r}") from None
+
+
 def _train_overrides(args: argparse.Namespace) -> dict:
     names = ("max_steps", "batch_size", "learning_rate", "loss", "max_grad_norm", "crop_frames", "crop_samples",
              "seed", "checkpoint_every", "keep_last", "keep_every", "log_every", "val_every", "val_fraction",
              "mixed_precision", "low_noise_emphasis", "ema_decay")
     overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    if overrides.get("mixed_precision") == "float32":  # switches mixed precision off (a run resumed in float32)
-        overrides["mixed_precision"] = None
+    for name, off in OFF_FLAG_VALUES.items():
+        if overrides.get(name) == off:
+            overrides[name] = None
     if args.init_from is not None:  # stored in training.json: absolute, so a resume from elsewhere finds it
         overrides["init_from"] = str(Path(args.init_from).resolve())
     return overrides
@@ -556,7 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="global batch, split across replicas (default 16)")
     p.add_argument("--learning-rate", type=float, help="Adam learning rate (default 2e-4)")
     p.add_argument("--loss", choices=["l1", "l2"], help="l1 (the reference's, default) or l2 (the paper's)")
-    p.add_argument("--max-grad-norm", type=float, help="clip gradients to this global norm (default: no clipping)")
+    p.add_argument("--max-grad-norm", type=_grad_norm, metavar="NORM",
+                   help="clip gradients to this global norm; none (the default) does not clip")
     p.add_argument("--crop-frames", type=int, help="mel frames per training example (default 62)")
     p.add_argument("--crop-samples", type=int, help="unconditional models: samples per example (default audio_len)")
     p.add_argument("--seed", type=int, help="initial weights, data order, crops and noise (default 0)")

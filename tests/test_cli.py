@@ -164,7 +164,9 @@ def test_errors_are_one_line_and_leave_no_output(tmp_path, small_checkpoint):
                           "missing.wav")
     assert_one_line_error(run_cli("vocode", "--model", small_checkpoint, tmp_path / "ok.npy", "-o", out, "--steps", "x"),
                           "--steps")
-    assert not out.exists()
+    assert_one_line_error(run_main("train", tmp_path / "run", tmp_path / "data", "--max-grad-norm", "x"),
+                          "argument --max-grad-norm: expected a number or 'none', got 'x'")
+    assert not out.exists() and not (tmp_path / "run").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".never")]
 
 

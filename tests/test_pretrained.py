@@ -117,19 +117,23 @@ def test_ship_writes_a_resume_with_changed_settings_as_commands_the_cli_takes():
     run = {"steps": 5000, "init_from": "step-14270", "setting_changes": [
         {"step": 1000, "learning_rate": [5e-4, 2e-4], "mixed_precision": [None, "bfloat16"]},
         {"step": 3000, "learning_rate": [2e-4, 1e-4], "seed": [0, 1]},
-        {"step": 4000, "mixed_precision": ["bfloat16", None], "ema_decay": [0.0, 0.999]}]}
+        {"step": 3500, "max_grad_norm": [None, 1.0]},
+        {"step": 4000, "mixed_precision": ["bfloat16", None], "ema_decay": [0.0, 0.999], "max_grad_norm": [1.0, None]}]}
     commands = ship["training_commands"](run).split("; then ")
     base = "bash recipes/default-vocoder/train.sh WORK --init-from step-14270"
     assert commands == [f"{base} --max-steps 1000",
                         f"{base} --learning-rate 0.0002 --mixed-precision bfloat16 --max-steps 3000",
-                        f"{base} --learning-rate 0.0001 --mixed-precision bfloat16 --seed 1 --max-steps 4000",
-                        f"{base} --learning-rate 0.0001 --mixed-precision float32 --seed 1 --ema-decay 0.999"]
+                        f"{base} --learning-rate 0.0001 --mixed-precision bfloat16 --seed 1 --max-steps 3500",
+                        f"{base} --learning-rate 0.0001 --mixed-precision bfloat16 --seed 1 --max-grad-norm 1.0 "
+                        "--max-steps 4000",
+                        f"{base} --learning-rate 0.0001 --mixed-precision float32 --seed 1 --max-grad-norm none "
+                        "--ema-decay 0.999"]
     parser = build_parser()  # train.sh hands its extra arguments to `diffwave-vocoder train`
     last = parser.parse_args(["train", "RUN", "DATA", *commands[-1].removeprefix("bash recipes/default-vocoder/"
                                                                                   "train.sh WORK ").split()])
-    # float32 switches mixed precision off: the setting's null, as the run recorded it
+    # float32 and none switch mixed precision and clipping off: the settings' null, as the run recorded them
     assert _train_overrides(last) == {"learning_rate": 1e-4, "seed": 1, "mixed_precision": None, "ema_decay": 0.999,
-                                      "init_from": str(Path("step-14270").resolve())}
+                                      "max_grad_norm": None, "init_from": str(Path("step-14270").resolve())}
     assert ship["training_commands"]({"steps": 10}) == "bash recipes/default-vocoder/train.sh WORK"
 
 

@@ -15,6 +15,7 @@ import math
 import sys
 from pathlib import Path
 
+from diffwave_vocoder.cli import OFF_FLAG_VALUES
 from diffwave_vocoder.evaluation.evaluate import evaluate
 from diffwave_vocoder.io.atomic import atomic_file
 from diffwave_vocoder.training.checkpoints import load_for_export
@@ -64,13 +65,13 @@ def training_commands(run: dict, program: str = TRAIN_SH) -> str:
     flags: dict[str, object] = {}
 
     def command(extra: str = "") -> str:
-        return base + "".join(f" --{field} {'float32' if value is None and field == 'mixed-precision' else value}"
+        return base + "".join(f" --{field.replace('_', '-')} {OFF_FLAG_VALUES[field] if value is None else value}"
                               for field, value in flags.items()) + extra
 
     commands = []
     for change in run.get("setting_changes", []):
         commands.append(command(f" --max-steps {change['step']}"))
-        flags.update({field.replace("_", "-"): then_now[1] for field, then_now in change.items() if field != "step"})
+        flags.update({field: then_now[1] for field, then_now in change.items() if field != "step"})
     return "; then ".join(commands + [command()])
 
 
