@@ -54,8 +54,9 @@ def test_kill_9_mid_run_then_rerun_completes_with_no_partial_files(tmp_path, sma
     count = 16
     for i in range(count):
         np.save(data / f"m{i:02d}.npy", mel(60 + i, i))
-    process = subprocess.Popen([sys.executable, "-m", "diffwave_vocoder.cli", "vocode", "--model", str(small_checkpoint),
-                                str(data / "*.npy"), "-o", str(out), "--batch-size", "1", "--steps", "full"],
+    process = subprocess.Popen([sys.executable, "-m", "diffwave_vocoder.cli", "vocode", "--model",
+                                str(small_checkpoint), str(data / "*.npy"), "-o", str(out), "--batch-size", "1",
+                                "--steps", "full"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     # Finished outputs only: pathlib's "*" also matches the hidden temporary an output is written to first.

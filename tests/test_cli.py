@@ -87,8 +87,8 @@ def test_a_bad_mel_convention_is_a_one_line_error(tmp_path, speech_corpus):
     assert_one_line_error(run_cli("preprocess", tmp_path, "--mel-convention", "hifi-gan"),
                           "unknown mel convention 'hifi-gan'", "hifigan")
     (tmp_path / "typo.json").write_text(json.dumps({"hop": 256}))
-    assert_one_line_error(run_main("train", tmp_path / "run", speech_corpus, "--mel-convention", tmp_path / "typo.json"),
-                          "typo.json", "unknown mel convention field(s) ['hop']")
+    assert_one_line_error(run_main("train", tmp_path / "run", speech_corpus, "--mel-convention",
+                                   tmp_path / "typo.json"), "typo.json", "unknown mel convention field(s) ['hop']")
     (tmp_path / "broken.json").write_text("{")
     assert_one_line_error(run_cli("preprocess", tmp_path, "--mel-convention", tmp_path / "broken.json"),
                           "cannot read mel convention file")
@@ -162,8 +162,8 @@ def test_errors_are_one_line_and_leave_no_output(tmp_path, small_checkpoint):
                           "checkpoint not found")
     assert_one_line_error(run_main("resynth", "--model", small_checkpoint, tmp_path / "missing.wav", "-o", out),
                           "missing.wav")
-    assert_one_line_error(run_cli("vocode", "--model", small_checkpoint, tmp_path / "ok.npy", "-o", out, "--steps", "x"),
-                          "--steps")
+    assert_one_line_error(run_cli("vocode", "--model", small_checkpoint, tmp_path / "ok.npy", "-o", out,
+                                  "--steps", "x"), "--steps")
     assert_one_line_error(run_main("train", tmp_path / "run", tmp_path / "data", "--max-grad-norm", "x"),
                           "argument --max-grad-norm: expected a number or 'none', got 'x'")
     assert not out.exists() and not (tmp_path / "run").exists()
@@ -183,8 +183,9 @@ def test_vocode_a_tacotron2_mel_through_its_adapter(tmp_path, small_checkpoint, 
                       "--layout", "torch", "--seed", 1)
     assert result.returncode == 0, result.stderr
     assert soundfile.info(out).frames == tacotron_mel.shape[0] * 256
-    assert_one_line_error(run_main("vocode", "--model", small_checkpoint, tmp_path / "taco.npy", "-o", tmp_path / "x.wav",
-                                   "--adapter", "no-such-model"), "no adapter named 'no-such-model'")
+    assert_one_line_error(run_main("vocode", "--model", small_checkpoint, tmp_path / "taco.npy",
+                                   "-o", tmp_path / "x.wav", "--adapter", "no-such-model"),
+                          "no adapter named 'no-such-model'")
 
 
 def test_plugins_lists_builtin_vocoder_and_adapters():

@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from diffwave_vocoder.evaluation.evaluate import (GRIFFIN_LIM, GROUND_TRUTH, METRICS, OURS, evaluate, evaluate_run, load_clips,
-                                       multi_resolution_stft_distance, require)
+from diffwave_vocoder.evaluation.evaluate import (GRIFFIN_LIM, GROUND_TRUTH, METRICS, OURS, evaluate, evaluate_run,
+                                                  load_clips, multi_resolution_stft_distance, require)
 from diffwave_vocoder.evaluation.griffin_lim import griffin_lim
 from diffwave_vocoder.features.mel import MelConvention, compute_mel
 from helpers import run_main
@@ -58,7 +58,8 @@ def test_griffin_lim_is_intelligible_and_far_above_a_random_model(report):
 def test_every_metric_is_reported_for_every_clip_and_system(report, wavs):
     assert report.metrics == METRICS
     header = report.table().splitlines()[0]
-    assert "stoi ↑" in header and "mcd ↓" in header and "voiced ≈" in header  # ≈: the ground truth is the target
+    # ≈: the ground truth is the target
+    assert "stoi ↑" in header and "mcd ↓" in header and "voiced ≈" in header
     assert [(r["system"], r["clip"]) for r in report.rows] == [
         (system, wav.stem) for system in (OURS, GRIFFIN_LIM, GROUND_TRUTH) for wav in wavs[:3]]
     for row in report.rows:

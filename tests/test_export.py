@@ -172,7 +172,8 @@ def test_energy_prior_exports_compute_the_prior_from_the_mel(speech_corpus, tmp_
 
 def test_cli_export_errors_are_one_line(tmp_path, vocoder):
     vocoder.save(tmp_path / "checkpoint")
-    done = run_main("export", tmp_path / "checkpoint", tmp_path / "out", "--format", "saved_model", "--quantize", "int8")
+    done = run_main("export", tmp_path / "checkpoint", tmp_path / "out", "--format", "saved_model",
+                    "--quantize", "int8")
     assert done.returncode != 0 and done.stderr.strip().count("\n") == 0
     assert "--quantize applies to --format tflite only" in done.stderr
     assert not (tmp_path / "out").exists()

@@ -1,6 +1,6 @@
 """The fault-injection suite's short form (benchmarks/fault_injection.py, whose long form gives the
-figures in benchmarks/README.md, "Fault injection"): SIGKILLs at random moments of steps, saves, rotation and export, each
-followed by a resume; the run must end with an uninterrupted run's weights and no temporary left.
+figures in benchmarks/README.md, "Fault injection"): SIGKILLs at random moments of steps, saves, rotation
+and export, each followed by a resume; the run must end with an uninterrupted run's weights and no temporary left.
 Then wavs break during training: each is named in the log, skipped, and training finishes."""
 from __future__ import annotations
 

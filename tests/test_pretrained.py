@@ -140,8 +140,9 @@ def test_ship_writes_a_resume_with_changed_settings_as_commands_the_cli_takes():
 def test_ship_says_in_one_line_what_a_work_dir_lacks(tmp_path):
     ship = ROOT / "recipes/default-vocoder/ship.py"
     shipped = {path.name: path.stat().st_mtime_ns for path in preset_path().iterdir()}
-    run = lambda work: subprocess.run([sys.executable, str(ship), str(work)], capture_output=True, text=True,  # noqa: E731
-                                      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    def run(work):
+        return subprocess.run([sys.executable, str(ship), str(work)], capture_output=True, text=True,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     # The last line says it (TensorFlow's native start-up notices may come before it), with no traceback.
     result = run(tmp_path / "nowhere")
     assert result.returncode == 1 and "Traceback" not in result.stderr

@@ -82,8 +82,10 @@ def test_cpu_thread_setting_sizes_chunks_in_a_fresh_process():
         "import json, os, tensorflow as tf\n"
         "from diffwave_vocoder.sampler import InferenceOptions, configure_cpu_threads\n"
         "applied = configure_cpu_threads()\n"
-        "print(json.dumps({'applied': applied, 'threads': tf.config.threading.get_intra_op_parallelism_threads(),\n"
-        "                  'chunk': InferenceOptions().resolved_chunk_length(), 'cores': len(os.sched_getaffinity(0))}))\n")
+        "print(json.dumps({'applied': applied,\n"
+        "                  'threads': tf.config.threading.get_intra_op_parallelism_threads(),\n"
+        "                  'chunk': InferenceOptions().resolved_chunk_length(),\n"
+        "                  'cores': len(os.sched_getaffinity(0))}))\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])

@@ -13,7 +13,8 @@ def reference_alignment(train_betas, betas):
     for s in range(len(betas)):
         for t in range(len(train_betas) - 1):
             if talpha_cum[t + 1] <= alpha_cum[s] <= talpha_cum[t]:
-                twiddle = (talpha_cum[t] ** 0.5 - alpha_cum[s] ** 0.5) / (talpha_cum[t] ** 0.5 - talpha_cum[t + 1] ** 0.5)
+                twiddle = ((talpha_cum[t] ** 0.5 - alpha_cum[s] ** 0.5)
+                           / (talpha_cum[t] ** 0.5 - talpha_cum[t + 1] ** 0.5))
                 T.append(t + twiddle)
                 break
     return np.array(T, dtype=np.float32)

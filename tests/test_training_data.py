@@ -203,7 +203,8 @@ def test_caches_of_another_convention_are_ignored_with_one_warning_naming_the_di
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "ignoring the mel caches of 3 clip(s)" in warnings[0]
-    assert "fmin=0.0 (cache) vs 20.0 (run)" in warnings[0] and "compression='log' (cache) vs 'lmnt' (run)" in warnings[0]
+    assert "fmin=0.0 (cache) vs 20.0 (run)" in warnings[0]
+    assert "compression='log' (cache) vs 'lmnt' (run)" in warnings[0]
     assert "hop_length" not in warnings[0]  # only the fields that differ
     assert f"preprocess {tones} --mel-convention lmnt" in warnings[0]
     computed = ClipSet.scan(tones, CONFIG, crop_frames=62, use_mel_cache=False)
