@@ -468,10 +468,13 @@ def _metrics(value: str) -> list[str]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from .evaluation.evaluate import evaluate, evaluate_run
+    from .evaluation.evaluate import clip_paths, clip_voices, evaluate, evaluate_run
 
     if args.model and args.run:
         raise CLIError("give --model or --run, not both")
+    if args.by_voice and not any(clip_voices(clip_paths(args.data))):
+        raise CLIError("--by-voice needs clips of a corpus made by `diffwave-vocoder corpus` (its corpus.json "
+                       "says which voice speaks each clip); none of these clips is in one")
     from .sampler import configure_cpu_threads
 
     configure_cpu_threads()
@@ -483,8 +486,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         else:
             report = evaluate(_load_model(args.model), args.data, **options)
     print(report.table())
+    if args.by_voice:
+        print(f"\n{report.table(by_voice=True)}")
     for path, write in ((args.json, report.write_json), (args.csv, report.write_csv),
-                        (args.summary_csv, report.write_summary_csv)):
+                        (args.summary_csv, lambda path: report.write_summary_csv(path, by_voice=args.by_voice))):
         if path:
             write(path)
             print(f"wrote {path}")
@@ -611,6 +616,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write settings, summary, per-clip scores and skipped files as JSON")
     p.add_argument("--csv", help="write per-clip scores (one row per clip and system) as CSV")
     p.add_argument("--summary-csv", help="write the summary (one row per system and checkpoint step) as CSV")
+    p.add_argument("--by-voice", action="store_true",
+                   help="clips of corpora made by `corpus`: also summarise per voice (table and --summary-csv)")
     p.set_defaults(func=cmd_evaluate)
 
     p = commands.add_parser("export", help="training run or checkpoint -> vocoder checkpoint, SavedModel or TFLite")

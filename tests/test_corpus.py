@@ -115,3 +115,26 @@ def test_evaluation_corpus_can_exclude_the_training_texts(tmp_path):
     assert len(held_out) == 30 and not seen & set(held_out)
     with pytest.raises(ValueError, match="cannot read"):
         corpus_texts(tmp_path / "missing")
+
+
+def test_corpus_voices_names_who_speaks_each_clip(tmp_path):
+    import librosa
+
+    from diffwave_vocoder.evaluation.corpus import corpus_voices
+
+    corpus = make_speech_corpus(tmp_path / "c", clips=4, seed=3, voices=["flite:slt", "flite:rms"])
+    voices = corpus_voices(corpus)
+    assert list(voices.values()) == ["flite:slt", "flite:rms", "flite:slt", "flite:rms"]  # clip i: voice i % 2
+    assert sorted(voices) == sorted(path.resolve() for path in (corpus / "wavs").glob("*.wav"))
+
+    def median_f0(path: Path) -> float:
+        audio, rate = soundfile.read(path, dtype="float32")
+        f0, _, _ = librosa.pyin(audio, fmin=60, fmax=400, sr=rate, frame_length=2048)
+        return float(np.nanmedian(f0))
+
+    # The labels follow the audio: slt is a woman's voice, rms a man's, an octave or so lower.
+    pitch = {path: median_f0(path) for path in voices}
+    assert min(pitch[p] for p, v in voices.items() if v == "flite:slt") > \
+        1.3 * max(pitch[p] for p, v in voices.items() if v == "flite:rms")
+    with pytest.raises(ValueError, match=f"{tmp_path} is not a corpus made by `diffwave-vocoder corpus`"):
+        corpus_voices(tmp_path)

@@ -69,6 +69,22 @@ def test_every_metric_is_reported_for_every_clip_and_system(report, wavs):
         assert all(np.isfinite(row[m]) for m in defined), row
 
 
+def test_clips_of_a_corpus_are_summarised_per_voice(report, speech_corpus):
+    from diffwave_vocoder.evaluation.corpus import corpus_voices
+
+    voices = {path.stem: voice for path, voice in corpus_voices(speech_corpus).items()}
+    assert all(row["voice"] == voices[row["clip"]] for row in report.rows)
+    assert len({row["voice"] for row in report.rows}) == 3  # the corpus's first three clips: three voices
+    by_voice = report.summary(by_voice=True)
+    assert len(by_voice) == 3 * 3  # per system and voice: here each entry is one clip's scores
+    for entry in by_voice:
+        row, = [r for r in report.rows if (r["system"], r["voice"]) == (entry["system"], entry["voice"])]
+        assert entry["clips"] == 1 and all(entry[m] == row[m] or np.isnan(row[m]) for m in METRICS)
+    assert report.table(by_voice=True).splitlines()[0].startswith("| system | step | voice | clips |")
+    assert report.to_dict()["summary_by_voice"][0]["voice"] == by_voice[0]["voice"]
+    assert [{k: v for k, v in e.items() if k != "voice"} for e in report.summary()] != by_voice
+
+
 def test_griffin_lim_has_the_vocoders_length_and_reproduces_the_mel(wavs):
     convention = MelConvention()
     clip = load_clips(wavs[0], convention, max_seconds=1.0)[0][0]
@@ -136,17 +152,36 @@ def test_cli_skips_an_unreadable_clip_by_name_and_writes_json_and_csv(tmp_path, 
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # atomic writes leave no temporaries
 
 
+def test_cli_summarises_a_corpus_per_voice(tmp_path, checkpoint, speech_corpus):
+    from diffwave_vocoder.evaluation.corpus import corpus_voices
+
+    out = tmp_path / "summary.csv"
+    result = run_main("evaluate", "--model", checkpoint, speech_corpus, "--metrics", "stoi", "--max-seconds", 0.5,
+                      "--baseline", "none", "--by-voice", "--summary-csv", out)
+    assert result.returncode == 0, result.stderr
+    voices = sorted(set(corpus_voices(speech_corpus).values()))  # the fixture's four clips: four voices
+    assert "| system | step | voice | clips | stoi ↑ |" in result.stdout
+    for voice in voices:
+        for system in (OURS, GROUND_TRUTH):
+            assert f"| {system} | - | {voice} | 1 |" in result.stdout
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == ["system", "step", "voice", "clips", "stoi"]
+    assert sorted(r["voice"] for r in rows if r["system"] == GROUND_TRUTH) == voices
+
+
 @pytest.mark.parametrize("args, message", [
     (("MISSING",), "evaluation data not found"),  # no --model: the shipped vocoder
     (("--model", "MODEL", "--run", "RUN", "DATA"), "not both"),
     (("--model", "MODEL", "MISSING"), "evaluation data not found"),
     (("--model", "MISSING", "DATA"), "checkpoint not found"),
     (("--model", "MODEL", "DATA", "--metrics", "pesq,psq"), "unknown metric(s) psq"),
+    (("--model", "MODEL", "LOOSE", "--by-voice"), "--by-voice needs clips of a corpus made by `diffwave-vocoder"),
 ])
 def test_cli_errors_are_one_line(tmp_path, checkpoint, wavs, capsys, args, message):
     from diffwave_vocoder.cli import main
 
-    names = {"MODEL": checkpoint, "RUN": tmp_path, "DATA": wavs[0], "MISSING": tmp_path / "missing"}
+    names = {"MODEL": checkpoint, "RUN": tmp_path, "DATA": wavs[0], "MISSING": tmp_path / "missing",
+             "LOOSE": shutil.copy(wavs[0], tmp_path / "loose.wav")}  # a clip outside its corpus
     argv = ["evaluate", *(str(names.get(a, a)) for a in args), "--json", str(tmp_path / "out.json")]
     try:
         code = main(argv)

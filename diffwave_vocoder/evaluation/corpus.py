@@ -182,6 +182,19 @@ def corpus_texts(corpus_dir: str | Path) -> list[str]:
     return [line.split("|")[1] for line in lines if line.count("|") >= 1]
 
 
+def corpus_voices(corpus_dir: str | Path) -> dict[Path, str]:
+    """The voice speaking each clip (wav path, resolved) of a corpus `make_speech_corpus` wrote:
+    clip i of metadata.csv is spoken by voice i % len(voices), the voices corpus.json lists."""
+    root = Path(corpus_dir)
+    try:
+        voices = json.loads((root / "corpus.json").read_text())["voices"]
+        lines = (root / "metadata.csv").read_text(encoding="utf-8").splitlines()
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{root} is not a corpus made by `diffwave-vocoder corpus`: {error}") from None
+    clips = [line.split("|")[0] for line in lines if line.strip()]
+    return {(root / "wavs" / f"{clip}.wav").resolve(): voices[i % len(voices)] for i, clip in enumerate(clips)}
+
+
 def make_speech_corpus(out_dir: str | Path, clips: int = 200, seed: int = 0, sample_rate: int = 22050,
                        voices: Sequence[str] | None = None, exclude_texts: Iterable[str] = (),
                        overwrite: bool = False, progress: Callable[[int], None] | None = None) -> Path:

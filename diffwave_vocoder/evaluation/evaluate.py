@@ -214,12 +214,14 @@ class Scorer:
 
 @dataclass(frozen=True)
 class EvaluationClip:
-    """One clip: its audio at the vocoder's rate and its mel in the vocoder's convention."""
+    """One clip: its audio at the vocoder's rate and its mel in the vocoder's convention; its voice
+    where it comes from a corpus `diffwave-vocoder corpus` made."""
 
     name: str
     path: Path
     audio: np.ndarray
     mel: np.ndarray
+    voice: str | None = None
 
     @property
     def key(self) -> str:
@@ -252,6 +254,20 @@ def clip_names(paths: Sequence[Path]) -> list[str]:
     return [path.stem if stems.count(path.stem) == 1 else f"{path.parent.name}/{path.stem}" for path in paths]
 
 
+def clip_voices(paths: Sequence[Path]) -> list[str | None]:
+    """The voice speaking each clip, for wavs in the wavs/ folder of a corpus `corpus` made; else None."""
+    from .corpus import corpus_voices
+
+    corpora: dict[Path, dict[Path, str]] = {}
+    for root in {path.resolve().parent.parent for path in paths}:
+        try:
+            corpora[root] = corpus_voices(root) if (root / "corpus.json").is_file() else {}
+        except ValueError as error:
+            log.warning("no voices for the clips of %s: %s", root, error)
+            corpora[root] = {}
+    return [corpora[path.resolve().parent.parent].get(path.resolve()) for path in paths]
+
+
 def load_clips(data: str | os.PathLike | Sequence[str | os.PathLike], convention: MelConvention,
                max_seconds: float | None = None) -> tuple[list[EvaluationClip], list[dict[str, str]]]:
     """(clips, skipped): each readable file at the convention's rate (resampled if need be), cut
@@ -260,7 +276,7 @@ def load_clips(data: str | os.PathLike | Sequence[str | os.PathLike], convention
 
     clips, skipped, resampled = [], [], 0
     paths = clip_paths(data)
-    for path, name in zip(paths, clip_names(paths)):
+    for path, name, voice in zip(paths, clip_names(paths), clip_voices(paths)):
         try:
             audio, rate = load_audio(path)
             if rate != convention.sample_rate:
@@ -273,7 +289,7 @@ def load_clips(data: str | os.PathLike | Sequence[str | os.PathLike], convention
             log.warning("skipped %s: %s", path, error)
             skipped.append({"path": str(path), "reason": " ".join(str(error).split())})
             continue
-        clips.append(EvaluationClip(name, path, audio, mel))
+        clips.append(EvaluationClip(name, path, audio, mel, voice))
     if resampled:
         log.warning("resampled %d of %d clips to %d Hz, the vocoder's rate", resampled, len(paths),
                     convention.sample_rate)
@@ -298,14 +314,19 @@ class EvaluationReport:
     skipped: list[dict[str, str]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
 
-    def summary(self) -> list[dict[str, Any]]:
-        """Mean of each metric per system (and step), over the clips where it is defined."""
-        groups: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+    def has_voices(self) -> bool:
+        return any(row.get("voice") for row in self.rows)
+
+    def summary(self, by_voice: bool = False) -> list[dict[str, Any]]:
+        """Mean of each metric per system (and step; and voice, `by_voice`), over the clips where it
+        is defined."""
+        groups: dict[tuple[str, Any, Any], list[dict[str, Any]]] = {}
         for row in self.rows:
-            groups.setdefault((row["system"], row["step"]), []).append(row)
+            groups.setdefault((row["system"], row["step"], row.get("voice") if by_voice else None), []).append(row)
         summary = []
-        for (system, step), rows in groups.items():
-            entry: dict[str, Any] = {"system": system, "step": step, "clips": len(rows)}
+        for (system, step, voice), rows in groups.items():
+            entry: dict[str, Any] = {"system": system, "step": step, **({"voice": voice} if by_voice else {}),
+                                     "clips": len(rows)}
             for metric in self.metrics:
                 values = [r[metric] for r in rows if r[metric] is not None and math.isfinite(r[metric])]
                 entry[metric] = float(np.mean(values)) if values else math.nan
@@ -314,8 +335,9 @@ class EvaluationReport:
 
     def to_dict(self) -> dict[str, Any]:
         clean = lambda rows: [{k: _number(v) for k, v in r.items()} for r in rows]  # noqa: E731 (NaN -> null)
+        by_voice = {"summary_by_voice": clean(self.summary(by_voice=True))} if self.has_voices() else {}
         return {"settings": self.settings, "metrics": list(self.metrics), "summary": clean(self.summary()),
-                "clips": clean(self.rows), "skipped": self.skipped}
+                **by_voice, "clips": clean(self.rows), "skipped": self.skipped}
 
     def write_json(self, path: str | os.PathLike) -> Path:
         with atomic_file(path) as tmp:
@@ -345,19 +367,23 @@ class EvaluationReport:
         return Path(path)
 
     def write_csv(self, path: str | os.PathLike) -> Path:
-        """One row per clip and system."""
-        return self._write_csv(path, self.rows, ["clip", "system", "step", "seconds", *self.metrics])
+        """One row per clip and system (with its voice, where known)."""
+        voice = ["voice"] if self.has_voices() else []
+        return self._write_csv(path, self.rows, ["clip", *voice, "system", "step", "seconds", *self.metrics])
 
-    def write_summary_csv(self, path: str | os.PathLike) -> Path:
-        """One row per system (and step): the means of `summary`."""
-        return self._write_csv(path, self.summary(), ["system", "step", "clips", *self.metrics])
+    def write_summary_csv(self, path: str | os.PathLike, by_voice: bool = False) -> Path:
+        """One row per system (and step; and voice, `by_voice`): the means of `summary`."""
+        voice = ["voice"] if by_voice else []
+        return self._write_csv(path, self.summary(by_voice), ["system", "step", *voice, "clips", *self.metrics])
 
-    def table(self) -> str:
+    def table(self, by_voice: bool = False) -> str:
         """The summary as a Markdown table (arrows: which direction is better; ≈: nearest the ground truth)."""
-        header = ["system", "step", "clips"] + [f"{m} {ARROWS[HIGHER_IS_BETTER[m]]}" for m in self.metrics]
+        voice = ["voice"] if by_voice else []
+        header = ["system", "step", *voice, "clips"] + [f"{m} {ARROWS[HIGHER_IS_BETTER[m]]}" for m in self.metrics]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for entry in self.summary():
-            cells = [entry["system"], "-" if entry["step"] is None else str(entry["step"]), str(entry["clips"])]
+        for entry in self.summary(by_voice):
+            cells = [entry["system"], "-" if entry["step"] is None else str(entry["step"]),
+                     *([entry["voice"] or "-"] if by_voice else []), str(entry["clips"])]
             cells += ["-" if not math.isfinite(entry[m]) else f"{entry[m]:.3f}" for m in self.metrics]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
@@ -415,7 +441,8 @@ def _run(systems: Sequence[_System], clips: Sequence[EvaluationClip], scorer: Sc
                 system.prepare()
             for index, clip in enumerate(clips):
                 audio = system.synthesise(clip, index)
-                rows.append({"clip": clip.name, "system": system.name, "step": system.step,
+                rows.append({"clip": clip.name, **({"voice": clip.voice} if clip.voice else {}),
+                             "system": system.name, "step": system.step,
                              "seconds": round(len(clip.audio) / scorer.convention.sample_rate, 3),
                              **scorer.score(clip, audio)})
                 bar.update(1)
