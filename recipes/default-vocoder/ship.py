@@ -5,7 +5,8 @@ its quality on held-out speech (voices and texts never trained on) recorded in m
 
 WORK_DIR is train.sh's (default ~/diffwave-default-vocoder); RUN_DIR defaults to its run/. Writes
 diffwave_vocoder/pretrained/default (atomically) and recipes/default-vocoder/evaluation.json (per-clip
-scores). --full also scores the 50-step schedule.
+scores, with each clip's voice). Prints the summary overall and per voice. --full also scores the
+50-step schedule.
 """
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ def ship(work: Path, run: Path, full: bool) -> None:
                                    progress=True)
     quality = {}
     for schedule, report in reports.items():
-        print(f"\n{schedule} schedule, step {step}:\n{report.table()}")
+        print(f"\n{schedule} schedule, step {step}:\n{report.table()}\n\nper voice:\n{report.table(by_voice=True)}")
         quality[schedule] = [{k: (rounded(v) if isinstance(v, float) else v) for k, v in row.items()}
                              for row in report.summary()]
     history = training_history(vocoder.metadata)
