@@ -285,3 +285,34 @@ def test_clips_of_the_same_name_in_two_folders_keep_their_folder(tmp_path, wavs)
     names = [clip.name for clip in clips]
     assert sorted(names) == sorted([f"a/{wavs[0].stem}", f"b/{wavs[0].stem}", wavs[1].stem])
     assert names == clip_names(clip_paths(folders))
+
+
+def test_voicing_by_pitch_benchmark_shifts_real_speech_and_scores_the_vocoders_voicing(checkpoint, small_vocoder,
+                                                                                      speech_corpus):
+    """benchmarks/voicing_by_pitch.py: an octave up doubles the input's F0 and keeps it voiced; unshifted,
+    the vocoder's voicing is what `evaluate` finds for the file itself."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from diffwave_vocoder.evaluation.corpus import corpus_voices
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "voicing_by_pitch.py"
+    voice = sorted(corpus_voices(speech_corpus).values())[0]
+    first = sorted(path for path, v in corpus_voices(speech_corpus).items() if v == voice)[0]
+    run = lambda *args: subprocess.run([sys.executable, str(script), str(speech_corpus), "--model",  # noqa: E731
+                                        str(checkpoint), *args], capture_output=True, text=True,
+                                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    result = run("--voices", voice, "--semitones", "0,12")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.strip(" |").split(" | ") for line in result.stdout.splitlines() if line.startswith(f"| {voice} |")]
+    assert [(row[0], row[2]) for row in rows] == [(voice, "+0"), (voice, "+12")]
+    (f0, f0_up), voiced, ours = [float(row[3]) for row in rows], [float(row[4]) for row in rows], [
+        float(row[5]) for row in rows]
+    assert 1.8 < f0_up / f0 < 2.2 and min(voiced) > 0.3
+    plain = evaluate(small_vocoder, [first], metrics=["voiced"], baseline=None, ground_truth=False, progress=False)
+    assert ours[0] == pytest.approx(plain.rows[0]["voiced"], abs=0.006)
+    result = run("--voices", "nobody")
+    assert result.returncode == 1 and result.stderr.splitlines()[-1].startswith(
+        "voicing_by_pitch.py: no clips of voice(s) nobody; the corpora have ")

@@ -107,7 +107,8 @@ def multi_resolution_stft_distance(reference: np.ndarray | list[np.ndarray], aud
     return total / len(STFT_RESOLUTIONS)
 
 
-def _pitch(audio16k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pitch_track(audio16k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(F0 in Hz, NaN where unvoiced; voiced flags) per 16 ms frame: pyin over F0_RANGE, as the pitch metrics."""
     import librosa
 
     f0, voiced, _ = librosa.pyin(audio16k, fmin=F0_RANGE[0], fmax=F0_RANGE[1], sr=METRIC_RATE,
@@ -117,7 +118,7 @@ def _pitch(audio16k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _pitch_scores(reference: tuple[np.ndarray, np.ndarray], audio16k: np.ndarray) -> dict[str, float]:
     f0_ref, voiced_ref = reference
-    f0, voiced = _pitch(audio16k)
+    f0, voiced = pitch_track(audio16k)
     both = voiced_ref & voiced
     rmse = float(np.sqrt(np.mean((f0_ref[both] - f0[both]) ** 2))) if both.any() else math.nan
     return {"f0_rmse": rmse, "vuv_error": float(np.mean(voiced_ref != voiced)), "voiced": float(np.mean(voiced))}
@@ -203,7 +204,7 @@ class Scorer:
             values["logmel_l1"] = log_mel_distance(audio, clip.mel, self.convention)
         if wanted & {"f0_rmse", "vuv_error", "voiced"}:
             if ref.pitch is None:
-                ref.pitch = _pitch(ref.audio16k)
+                ref.pitch = pitch_track(ref.audio16k)
             values.update({k: v for k, v in _pitch_scores(ref.pitch, audio16k).items() if k in wanted})
         if "dnsmos_p808" in wanted:
             values["dnsmos_p808"] = float(require("dnsmos_p808").run(audio16k, METRIC_RATE)["p808_mos"])
