@@ -138,3 +138,7 @@ def test_corpus_voices_names_who_speaks_each_clip(tmp_path):
         1.3 * max(pitch[p] for p, v in voices.items() if v == "flite:rms")
     with pytest.raises(ValueError, match=f"{tmp_path} is not a corpus made by `diffwave-vocoder corpus`"):
         corpus_voices(tmp_path)
+    (tmp_path / "corpus.json").write_text('{"voices": []}')
+    (tmp_path / "metadata.csv").write_text("a|text|text\n")
+    with pytest.raises(ValueError, match="corpus.json lists no voices"):
+        corpus_voices(tmp_path)

@@ -191,6 +191,8 @@ def corpus_voices(corpus_dir: str | Path) -> dict[Path, str]:
         lines = (root / "metadata.csv").read_text(encoding="utf-8").splitlines()
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{root} is not a corpus made by `diffwave-vocoder corpus`: {error}") from None
+    if not isinstance(voices, list) or not voices:
+        raise ValueError(f"{root / 'corpus.json'} lists no voices")
     clips = [line.split("|")[0] for line in lines if line.strip()]
     return {(root / "wavs" / f"{clip}.wav").resolve(): voices[i % len(voices)] for i, clip in enumerate(clips)}
 
