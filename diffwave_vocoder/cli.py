@@ -456,6 +456,18 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {args.output} (vocoder checkpoint, step {vocoder.metadata.get('training_step', '?')})")
 
 
+def cmd_grow(args: argparse.Namespace) -> None:
+    from .training.checkpoints import load_for_export
+    from .training.grow import grow
+
+    source = load_for_export(args.source)
+    vocoder = grow(source, args.residual_layers, args.seed)
+    vocoder.save(args.output)
+    print(f"wrote {args.output} ({source.config.residual_layers} -> {args.residual_layers} residual layers, "
+          f"{vocoder.model.count_params():,} parameters, the same output as {args.source}); train it further "
+          "with `train RUN DATA --init-from` it and a config of that size")
+
+
 def _metrics(value: str) -> list[str]:
     from .evaluation.evaluate import METRICS
 
@@ -633,6 +645,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw-weights", action="store_true",
                    help="a checkpoint of a run trained with --ema-decay: its trained weights, not their average")
     p.set_defaults(func=cmd_export)
+
+    p = commands.add_parser("grow", help="vocoder checkpoint -> a deeper one with the same output, to train further "
+                                         "with more capacity (new layers appended, starting as no-ops)")
+    p.add_argument("source", help="vocoder checkpoint, training run directory or one of its checkpoints/step-*")
+    p.add_argument("output", help="checkpoint directory to write")
+    p.add_argument("--residual-layers", type=int, required=True, help="layers of the grown model (more than now)")
+    p.add_argument("--seed", type=int, default=0, help="the new layers' initial weights (default 0)")
+    p.set_defaults(func=cmd_grow)
     return parser
 
 

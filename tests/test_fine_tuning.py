@@ -175,3 +175,40 @@ def test_another_mel_convention_for_a_checkpoint_is_refused_by_its_mel_alone(spe
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and f"cannot fine-tune from {pretrained}" in err
     assert "mel convention: " in err and "sizes" not in err  # the run kept the checkpoint's sizes
+
+
+def test_a_grown_checkpoint_vocodes_as_its_source_and_trains_on(speech_corpus, val, pretrained, tmp_path, capsys):
+    """`grow` appends layers that start as no-ops: same audio, same validation loss, and a run
+    fine-tuning it trains all the layers and counts the source's steps."""
+    from diffwave_vocoder.cli import main
+    from diffwave_vocoder.features.mel import compute_mel
+    from diffwave_vocoder.io.audio import load_audio
+    from diffwave_vocoder.vocoder_format import total_training_steps
+
+    grown_path = tmp_path / "grown"
+    assert main(["grow", str(pretrained), str(grown_path), "--residual-layers", "6"]) == 0
+    assert "4 -> 6 residual layers" in capsys.readouterr().out
+    source, grown = Vocoder.load(pretrained), Vocoder.load(grown_path)
+    assert grown.config == TINY.replace(residual_layers=6)
+    assert grown.model.count_params() > source.model.count_params()
+    audio, _ = load_audio(sorted((speech_corpus / "wavs").glob("*.wav"))[0], TINY.sample_rate)
+    mel = compute_mel(audio[:TINY.sample_rate], TINY.mel)
+    expected = source.vocode(mel, seed=1)
+    assert np.abs(expected).max() > 0.01
+    np.testing.assert_allclose(grown.vocode(mel, seed=1), expected, atol=1e-5)
+    assert grown.metadata["grown_from"] == {"residual_layers": 4} and total_training_steps(grown.metadata) == 6
+
+    run = Trainer(tmp_path / "run", speech_corpus, val=val, settings=settings(max_steps=2, init_from=str(grown_path)))
+    assert run.config == grown.config
+    from_source = Trainer(tmp_path / "source-run", speech_corpus, val=val,
+                          settings=settings(max_steps=2, init_from=str(pretrained)))
+    assert run.validate(0, None) == pytest.approx(from_source.validate(0, None), rel=1e-5)
+    tuned = Vocoder.load(run.fit().exported)
+    new_layer = tuned.model.get_layer("residual_block_5").output_projection
+    assert np.abs(new_layer.kernel.numpy()).max() > 0  # the new layers learn
+    assert total_training_steps(tuned.metadata) == 6 + 2
+
+    capsys.readouterr()
+    assert main(["grow", str(pretrained), str(tmp_path / "same"), "--residual-layers", "4"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already has 4" in err and not (tmp_path / "same").exists()
