@@ -464,8 +464,8 @@ def cmd_grow(args: argparse.Namespace) -> None:
     vocoder = grow(source, args.residual_layers, args.seed)
     vocoder.save(args.output)
     print(f"wrote {args.output} ({source.config.residual_layers} -> {args.residual_layers} residual layers, "
-          f"{vocoder.model.count_params():,} parameters, the same output as {args.source}); train it further "
-          "with `train RUN DATA --init-from` it and a config of that size")
+          f"{vocoder.model.count_params():,} parameters, the same output as {args.source}); train it on with "
+          f"`diffwave-vocoder train RUN DATA --init-from {args.output}`")
 
 
 def _metrics(value: str) -> list[str]:
