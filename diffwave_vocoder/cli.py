@@ -462,6 +462,7 @@ def cmd_grow(args: argparse.Namespace) -> None:
 
     source = load_for_export(args.source)
     vocoder = grow(source, args.residual_layers, args.seed)
+    vocoder.metadata["grown_from"]["path"] = str(Path(args.source).resolve())  # as init_from records its path
     vocoder.save(args.output)
     print(f"wrote {args.output} ({source.config.residual_layers} -> {args.residual_layers} residual layers, "
           f"{vocoder.model.count_params():,} parameters, the same output as {args.source}); train it on with "

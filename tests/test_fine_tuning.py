@@ -196,7 +196,8 @@ def test_a_grown_checkpoint_vocodes_as_its_source_and_trains_on(speech_corpus, v
     expected = source.vocode(mel, seed=1)
     assert np.abs(expected).max() > 0.01
     np.testing.assert_allclose(grown.vocode(mel, seed=1), expected, atol=1e-5)
-    assert grown.metadata["grown_from"] == {"residual_layers": 4} and total_training_steps(grown.metadata) == 6
+    assert grown.metadata["grown_from"] == {"residual_layers": 4, "seed": 0, "path": str(pretrained.resolve())}
+    assert total_training_steps(grown.metadata) == 6
 
     run = Trainer(tmp_path / "run", speech_corpus, val=val, settings=settings(max_steps=2, init_from=str(grown_path)))
     assert run.config == grown.config

@@ -28,11 +28,15 @@ def test_default_preset_is_shipped_with_its_provenance():
     assert metadata["training_step"] > 0 and metadata["source"] == "diffwave-vocoder train"
     assert metadata["total_training_steps"] == sum(run["steps"] for run in metadata["training_history"])
     assert metadata["training_history"][-1]["steps"] == metadata["training_step"]
-    init = metadata["training_history"][-1].get("init_from")
-    assert metadata["training_command"].startswith("bash recipes/default-vocoder/train.sh WORK" + (
-        f" --init-from {init}" if init else ""))
-    assert metadata["training_command"].count("; then ") == len(metadata["training_history"][-1].get(
-        "setting_changes", []))
+    last = metadata["training_history"][-1]
+    commands = metadata["training_command"].split("; then ")
+    if "grown_from" in last:  # the run started from the previous export, grown deeper
+        grow = commands.pop(0)
+        assert grow.startswith(f"diffwave-vocoder grow {last['grown_from']['source']} {last['init_from']} ")
+        assert last["grown_from"]["residual_layers"] < metadata["training_config"]["model"]["residual_layers"]
+    init = last.get("init_from")
+    assert commands[0].startswith("bash recipes/default-vocoder/train.sh WORK" + (f" --init-from {init}" if init else ""))
+    assert len(commands) == len(last.get("setting_changes", [])) + 1
     assert metadata["training_config"] == json.loads((ROOT / "recipes/default-vocoder/config.json").read_text())
     assert metadata["training_data"]["seed"] == 100
     held_out = set(metadata["evaluation_data"]["voices"])
@@ -135,6 +139,30 @@ def test_ship_writes_a_resume_with_changed_settings_as_commands_the_cli_takes():
     assert _train_overrides(last) == {"learning_rate": 1e-4, "seed": 1, "mixed_precision": None, "ema_decay": 0.999,
                                       "max_grad_norm": None, "init_from": str(Path("step-14270").resolve())}
     assert ship["training_commands"]({"steps": 10}) == "bash recipes/default-vocoder/train.sh WORK"
+    # A run started with flags, from a grown checkpoint: the grow command, then the flags from the start.
+    grown = {"steps": 10, "init_from": "init-grown", "started_with": {"learning_rate": 2e-4, "ema_decay": 0.999},
+             "grown_from": {"source": "init-step100", "residual_layers": 10, "seed": 1},
+             "setting_changes": [{"step": 5, "mixed_precision": [None, "bfloat16"]}]}
+    layers = json.loads((ROOT / "recipes/default-vocoder/config.json").read_text())["model"]["residual_layers"]
+    base = "bash recipes/default-vocoder/train.sh WORK --init-from init-grown --learning-rate 0.0002 --ema-decay 0.999"
+    assert ship["training_commands"](grown).split("; then ") == [
+        f"diffwave-vocoder grow init-step100 init-grown --residual-layers {layers} --seed 1",
+        f"{base} --max-steps 5", f"{base} --mixed-precision bfloat16"]
+
+
+def test_ship_finds_the_settings_a_run_started_with(tmp_path):
+    """Flags given when the run started are the run's training.json with its later changes undone,
+    where it differs from the recipe's config."""
+    ship = runpy.run_path(str(ROOT / "recipes/default-vocoder/ship.py"))
+    recipe = json.loads((ROOT / "recipes/default-vocoder/config.json").read_text())["training"]
+    settings = {**recipe, "learning_rate": 1e-4, "mixed_precision": "bfloat16", "ema_decay": 0.999,
+                "init_from": "/somewhere/init", "max_steps": 5}
+    (tmp_path / "training.json").write_text(json.dumps(settings))
+    assert ship["started_with"](tmp_path, []) == {"learning_rate": 1e-4, "mixed_precision": "bfloat16",
+                                                  "ema_decay": 0.999}
+    changes = [{"step": 3, "learning_rate": [recipe["learning_rate"], 2e-4]},
+               {"step": 4, "learning_rate": [2e-4, 1e-4], "ema_decay": [0.0, 0.999]}]
+    assert ship["started_with"](tmp_path, changes) == {"mixed_precision": "bfloat16"}
 
 
 def test_ship_says_in_one_line_what_a_work_dir_lacks(tmp_path):

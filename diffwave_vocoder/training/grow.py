@@ -38,5 +38,5 @@ def grow(vocoder: Vocoder, residual_layers: int, seed: int = 0) -> Vocoder:
             weight.assign(value)
         elif "/output_projection/" in weight.path:
             weight.assign(np.zeros(weight.shape, weight.dtype))
-    grown.metadata = {**vocoder.metadata, "grown_from": {"residual_layers": old}}
+    grown.metadata = {**vocoder.metadata, "grown_from": {"residual_layers": old, "seed": seed}}
     return grown

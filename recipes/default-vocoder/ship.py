@@ -11,6 +11,7 @@ scores, with each clip's voice). Prints the summary overall and per voice. --ful
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -20,10 +21,12 @@ from diffwave_vocoder.cli import OFF_FLAG_VALUES
 from diffwave_vocoder.evaluation.evaluate import evaluate
 from diffwave_vocoder.io.atomic import atomic_file
 from diffwave_vocoder.training.checkpoints import load_for_export
+from diffwave_vocoder.training.trainer import TrainingSettings
 from diffwave_vocoder.pretrained import DEFAULT_PRESET, PRESETS_DIR
 from diffwave_vocoder.vocoder_format import total_training_steps
 
 HERE = Path(__file__).resolve().parent
+RECIPE_CONFIG = json.loads((HERE / "config.json").read_text())
 
 
 def corpus_manifest(path: Path) -> dict:
@@ -47,6 +50,10 @@ def training_history(metadata: dict) -> list[dict]:
     run = {"steps": metadata["training_step"]}
     if init:
         run["init_from"] = Path(init["path"]).name
+        grown = init["metadata"].get("grown_from")
+        if grown:  # the init checkpoint is the previous export deepened by `diffwave-vocoder grow`
+            run["grown_from"] = {"source": Path(grown["path"]).name, "residual_layers": grown["residual_layers"],
+                                 "seed": grown["seed"]}
     if metadata.get("setting_changes"):
         run["setting_changes"] = metadata["setting_changes"]
     if metadata.get("weight_average"):
@@ -58,12 +65,24 @@ TRAIN_SH = "bash recipes/default-vocoder/train.sh WORK"
 TRAINER = "diffwave-vocoder train WORK/run WORK/train --val WORK/val --config recipes/default-vocoder/config.json"
 
 
+def started_with(run_dir: Path, setting_changes: list[dict]) -> dict:
+    """The settings a run started with that differ from the recipe's config (so its first command gave
+    them as flags): the run's training.json with its recorded setting changes undone."""
+    settings = json.loads((run_dir / "training.json").read_text())
+    for change in reversed(setting_changes):
+        settings.update({field: then_now[0] for field, then_now in change.items() if field != "step"})
+    recipe = {**dataclasses.asdict(TrainingSettings()), **RECIPE_CONFIG["training"]}
+    return {field: value for field, value in settings.items()
+            if field not in ("init_from", "max_steps") and value != recipe[field]}
+
+
 def training_commands(run: dict, program: str = TRAIN_SH) -> str:
     """The commands behind one run of training_history: `program` (train.sh, or the trainer command it
-    runs), stopped at each step where the run was resumed with changed settings, then resumed with
-    those settings as flags."""
+    runs) with the settings it started with as flags, stopped at each step where the run was resumed
+    with changed settings, then resumed with those settings as flags. A run from a grown checkpoint
+    starts with the `grow` command that made it."""
     base = program + (f" --init-from {run['init_from']}" if "init_from" in run else "")
-    flags: dict[str, object] = {}
+    flags: dict[str, object] = dict(run.get("started_with", {}))
 
     def command(extra: str = "") -> str:
         return base + "".join(f" --{field.replace('_', '-')} {OFF_FLAG_VALUES[field] if value is None else value}"
@@ -73,6 +92,10 @@ def training_commands(run: dict, program: str = TRAIN_SH) -> str:
     for change in run.get("setting_changes", []):
         commands.append(command(f" --max-steps {change['step']}"))
         flags.update({field: then_now[1] for field, then_now in change.items() if field != "step"})
+    if "grown_from" in run:
+        grown = run["grown_from"]
+        commands.insert(0, f"diffwave-vocoder grow {grown['source']} {run['init_from']} --residual-layers "
+                           f"{RECIPE_CONFIG['model']['residual_layers']} --seed {grown['seed']}")
     return "; then ".join(commands + [command()])
 
 
@@ -91,6 +114,10 @@ def ship(work: Path, run: Path, full: bool) -> None:
         quality[schedule] = [{k: (rounded(v) if isinstance(v, float) else v) for k, v in row.items()}
                              for row in report.summary()]
     history = training_history(vocoder.metadata)
+    if (run / "training.json").is_file():  # a run directory (not one of its checkpoints)
+        flags = started_with(run, history[-1].get("setting_changes", []))
+        if flags:
+            history[-1]["started_with"] = flags
     vocoder.metadata.update({
         "preset": DEFAULT_PRESET,
         "training_history": history,
@@ -98,7 +125,7 @@ def ship(work: Path, run: Path, full: bool) -> None:
         "recipe": "recipes/default-vocoder (train.sh, config.json, ship.py)",
         "training_command": training_commands(history[-1]),
         "trainer_command": training_commands(history[-1], TRAINER),
-        "training_config": json.loads((HERE / "config.json").read_text()),
+        "training_config": RECIPE_CONFIG,
         "training_data": data["train"],
         "validation_data": data["val"],
         "evaluation_data": {**data["heldout"],
