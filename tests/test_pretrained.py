@@ -30,10 +30,6 @@ def test_default_preset_is_shipped_with_its_provenance():
     assert metadata["training_history"][-1]["steps"] == metadata["training_step"]
     last = metadata["training_history"][-1]
     commands = metadata["training_command"].split("; then ")
-    if "grown_from" in last:  # the run started from the previous export, grown deeper
-        grow = commands.pop(0)
-        assert grow.startswith(f"diffwave-vocoder grow {last['grown_from']['source']} {last['init_from']} ")
-        assert last["grown_from"]["residual_layers"] < metadata["training_config"]["model"]["residual_layers"]
     init = last.get("init_from")
     assert commands[0].startswith("bash recipes/default-vocoder/train.sh WORK" + (f" --init-from {init}" if init else ""))
     assert len(commands) == len(last.get("setting_changes", [])) + 1
@@ -139,15 +135,12 @@ def test_ship_writes_a_resume_with_changed_settings_as_commands_the_cli_takes():
     assert _train_overrides(last) == {"learning_rate": 1e-4, "seed": 1, "mixed_precision": None, "ema_decay": 0.999,
                                       "max_grad_norm": None, "init_from": str(Path("step-14270").resolve())}
     assert ship["training_commands"]({"steps": 10}) == "bash recipes/default-vocoder/train.sh WORK"
-    # A run started with flags, from a grown checkpoint: the grow command, then the flags from the start.
-    grown = {"steps": 10, "init_from": "init-grown", "started_with": {"learning_rate": 2e-4, "ema_decay": 0.999},
-             "grown_from": {"source": "init-step100", "residual_layers": 10, "seed": 1},
-             "setting_changes": [{"step": 5, "mixed_precision": [None, "bfloat16"]}]}
-    layers = json.loads((ROOT / "recipes/default-vocoder/config.json").read_text())["model"]["residual_layers"]
-    base = "bash recipes/default-vocoder/train.sh WORK --init-from init-grown --learning-rate 0.0002 --ema-decay 0.999"
-    assert ship["training_commands"](grown).split("; then ") == [
-        f"diffwave-vocoder grow init-step100 init-grown --residual-layers {layers} --seed 1",
-        f"{base} --max-steps 5", f"{base} --mixed-precision bfloat16"]
+    # A run started with flags: they come first in each of its commands.
+    started = {"steps": 10, "init_from": "init", "started_with": {"learning_rate": 2e-4, "ema_decay": 0.999},
+               "setting_changes": [{"step": 5, "mixed_precision": [None, "bfloat16"]}]}
+    base = "bash recipes/default-vocoder/train.sh WORK --init-from init --learning-rate 0.0002 --ema-decay 0.999"
+    assert ship["training_commands"](started).split("; then ") == [f"{base} --max-steps 5",
+                                                                 f"{base} --mixed-precision bfloat16"]
 
 
 def test_ship_finds_the_settings_a_run_started_with(tmp_path):

@@ -50,10 +50,6 @@ def training_history(metadata: dict) -> list[dict]:
     run = {"steps": metadata["training_step"]}
     if init:
         run["init_from"] = Path(init["path"]).name
-        grown = init["metadata"].get("grown_from")
-        if grown:  # the init checkpoint is the previous export deepened by `diffwave-vocoder grow`
-            run["grown_from"] = {"source": Path(grown["path"]).name, "residual_layers": grown["residual_layers"],
-                                 "seed": grown["seed"]}
     if metadata.get("setting_changes"):
         run["setting_changes"] = metadata["setting_changes"]
     if metadata.get("weight_average"):
@@ -79,8 +75,7 @@ def started_with(run_dir: Path, setting_changes: list[dict]) -> dict:
 def training_commands(run: dict, program: str = TRAIN_SH) -> str:
     """The commands behind one run of training_history: `program` (train.sh, or the trainer command it
     runs) with the settings it started with as flags, stopped at each step where the run was resumed
-    with changed settings, then resumed with those settings as flags. A run from a grown checkpoint
-    starts with the `grow` command that made it."""
+    with changed settings, then resumed with those settings as flags."""
     base = program + (f" --init-from {run['init_from']}" if "init_from" in run else "")
     flags: dict[str, object] = dict(run.get("started_with", {}))
 
@@ -92,10 +87,6 @@ def training_commands(run: dict, program: str = TRAIN_SH) -> str:
     for change in run.get("setting_changes", []):
         commands.append(command(f" --max-steps {change['step']}"))
         flags.update({field: then_now[1] for field, then_now in change.items() if field != "step"})
-    if "grown_from" in run:
-        grown = run["grown_from"]
-        commands.insert(0, f"diffwave-vocoder grow {grown['source']} {run['init_from']} --residual-layers "
-                           f"{RECIPE_CONFIG['model']['residual_layers']} --seed {grown['seed']}")
     return "; then ".join(commands + [command()])
 
 
