@@ -481,18 +481,20 @@ def _metrics(value: str) -> list[str]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from .evaluation.evaluate import clip_paths, clip_voices, evaluate, evaluate_run
+    from .evaluation.evaluate import clip_paths, clip_voices, evaluate, evaluate_run, read_voice_map
 
     if args.model and args.run:
         raise CLIError("give --model or --run, not both")
-    if args.by_voice and not any(clip_voices(clip_paths(args.data))):
+    voice_map = read_voice_map(args.voices) if args.voices else None
+    if args.by_voice and not any(clip_voices(clip_paths(args.data), voice_map)):
         raise CLIError("--by-voice needs clips of a corpus made by `diffwave-vocoder corpus` (its corpus.json "
-                       "says which voice speaks each clip); none of these clips is in one")
+                       "says which voice speaks each clip) or a --voices map naming them; none of these clips "
+                       "has a voice")
     from .sampler import configure_cpu_threads
 
     configure_cpu_threads()
     options = dict(steps=args.steps, baseline=None if args.baseline == "none" else args.baseline,
-                   metrics=args.metrics, seed=args.seed, max_seconds=args.max_seconds)
+                   metrics=args.metrics, seed=args.seed, max_seconds=args.max_seconds, voice_map=voice_map)
     with _log_to_stderr():
         if args.run:
             report = evaluate_run(args.run, args.data, **options)
@@ -630,7 +632,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", help="write per-clip scores (one row per clip and system) as CSV")
     p.add_argument("--summary-csv", help="write the summary (one row per system and checkpoint step) as CSV")
     p.add_argument("--by-voice", action="store_true",
-                   help="clips of corpora made by `corpus`: also summarise per voice (table and --summary-csv)")
+                   help="also summarise per voice (table and --summary-csv): clips of corpora made by `corpus`, "
+                        "or named in --voices")
+    p.add_argument("--voices", metavar="CSV",
+                   help="which voice speaks each clip of other data: 'wav path,voice' rows, paths relative to "
+                        "the CSV's folder (or absolute); clips of a corpus need none")
     p.set_defaults(func=cmd_evaluate)
 
     p = commands.add_parser("export", help="training run or checkpoint -> vocoder checkpoint, SavedModel or TFLite")

@@ -3,17 +3,24 @@ ground-truth ceiling, unreadable clips, outputs, the CLI and scoring a training 
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from diffwave_vocoder.evaluation.evaluate import (GRIFFIN_LIM, GROUND_TRUTH, METRICS, OURS, evaluate, evaluate_run,
-                                                  load_clips, multi_resolution_stft_distance, require)
+                                                  load_clips, multi_resolution_stft_distance, read_voice_map,
+                                                  require)
 from diffwave_vocoder.evaluation.griffin_lim import griffin_lim
 from diffwave_vocoder.features.mel import MelConvention, compute_mel
 from helpers import run_main
 
 CLIP_SECONDS = 1.5
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +176,25 @@ def test_cli_summarises_a_corpus_per_voice(tmp_path, checkpoint, speech_corpus):
     assert sorted(r["voice"] for r in rows if r["system"] == GROUND_TRUTH) == voices
 
 
+def test_a_voice_map_gives_the_voices_of_other_data(tmp_path, checkpoint, wavs):
+    """`--voices CSV` for clips outside a corpus: paths relative to the CSV's folder or absolute."""
+    data = tmp_path / "data"
+    data.mkdir()
+    clips = [Path(shutil.copy(wav, data / f"clip{i}.wav")) for i, wav in enumerate(wavs[:3])]
+    voices = tmp_path / "voices.csv"
+    voices.write_text(f"data/clip0.wav,alice\n\n{clips[1]},bob\ndata/clip2.wav, alice\n")
+    assert read_voice_map(voices) == {clips[0].resolve(): "alice", clips[1].resolve(): "bob",
+                                      clips[2].resolve(): "alice"}
+    out = tmp_path / "summary.csv"
+    result = run_main("evaluate", "--model", checkpoint, data, "--voices", voices, "--by-voice", "--metrics", "stoi",
+                      "--max-seconds", 0.5, "--baseline", "none", "--summary-csv", out)
+    assert result.returncode == 0, result.stderr
+    assert f"| {GROUND_TRUTH} | - | alice | 2 |" in result.stdout and f"| {OURS} | " in result.stdout
+    rows = list(csv.DictReader(out.open()))
+    assert sorted((r["system"], r["voice"], r["clips"]) for r in rows) == [
+        (OURS, "alice", "2"), (OURS, "bob", "1"), (GROUND_TRUTH, "alice", "2"), (GROUND_TRUTH, "bob", "1")]
+
+
 @pytest.mark.parametrize("args, message", [
     (("MISSING",), "evaluation data not found"),  # no --model: the shipped vocoder
     (("--model", "MODEL", "--run", "RUN", "DATA"), "not both"),
@@ -176,12 +202,17 @@ def test_cli_summarises_a_corpus_per_voice(tmp_path, checkpoint, speech_corpus):
     (("--model", "MISSING", "DATA"), "checkpoint not found"),
     (("--model", "MODEL", "DATA", "--metrics", "pesq,psq"), "unknown metric(s) psq"),
     (("--model", "MODEL", "LOOSE", "--by-voice"), "--by-voice needs clips of a corpus made by `diffwave-vocoder"),
+    (("--model", "MODEL", "DATA", "--voices", "BAD_MAP"), "line 2: expected 'wav path,voice', got 'b.wav'"),
+    (("--model", "MODEL", "DATA", "--voices", "MISSING"), "cannot read the voice map"),
+    (("--model", "MODEL", "LOOSE", "--by-voice", "--voices", "OTHER_MAP"), "none of these clips has a voice"),
 ])
 def test_cli_errors_are_one_line(tmp_path, checkpoint, wavs, capsys, args, message):
     from diffwave_vocoder.cli import main
 
     names = {"MODEL": checkpoint, "RUN": tmp_path, "DATA": wavs[0], "MISSING": tmp_path / "missing",
-             "LOOSE": shutil.copy(wavs[0], tmp_path / "loose.wav")}  # a clip outside its corpus
+             "LOOSE": shutil.copy(wavs[0], tmp_path / "loose.wav"),  # a clip outside its corpus
+             "BAD_MAP": write(tmp_path / "bad.csv", "a.wav,alice\nb.wav\n"),
+             "OTHER_MAP": write(tmp_path / "other.csv", "elsewhere.wav,alice\n")}
     argv = ["evaluate", *(str(names.get(a, a)) for a in args), "--json", str(tmp_path / "out.json")]
     try:
         code = main(argv)

@@ -255,8 +255,29 @@ def clip_names(paths: Sequence[Path]) -> list[str]:
     return [path.stem if stems.count(path.stem) == 1 else f"{path.parent.name}/{path.stem}" for path in paths]
 
 
-def clip_voices(paths: Sequence[Path]) -> list[str | None]:
-    """The voice speaking each clip, for wavs in the wavs/ folder of a corpus `corpus` made; else None."""
+def read_voice_map(path: str | os.PathLike) -> dict[Path, str]:
+    """A speaker map for data not made by `corpus`: a CSV of `wav,voice` rows, each wav path absolute
+    or relative to the CSV's folder; returned resolved. A malformed row is a ValueError naming it."""
+    path = Path(path)
+    try:
+        rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"cannot read the voice map {path}: {error}") from None
+    voices = {}
+    for number, row in enumerate(rows, 1):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) != 2 or not row[0].strip() or not row[1].strip():
+            raise ValueError(f"{path} line {number}: expected 'wav path,voice', got {','.join(row)!r}")
+        voices[(path.parent / row[0].strip()).resolve()] = row[1].strip()
+    if not voices:
+        raise ValueError(f"the voice map {path} has no rows; expected 'wav path,voice' lines")
+    return voices
+
+
+def clip_voices(paths: Sequence[Path], voice_map: dict[Path, str] | None = None) -> list[str | None]:
+    """The voice speaking each clip: from `voice_map` (`read_voice_map`) where it names the clip, else
+    for wavs in the wavs/ folder of a corpus `corpus` made; else None."""
     from .corpus import corpus_voices
 
     corpora: dict[Path, dict[Path, str]] = {}
@@ -266,18 +287,22 @@ def clip_voices(paths: Sequence[Path]) -> list[str | None]:
         except ValueError as error:
             log.warning("no voices for the clips of %s: %s", root, error)
             corpora[root] = {}
-    return [corpora[path.resolve().parent.parent].get(path.resolve()) for path in paths]
+    voice_map = voice_map or {}
+    return [voice_map.get(path.resolve()) or corpora[path.resolve().parent.parent].get(path.resolve())
+            for path in paths]
 
 
 def load_clips(data: str | os.PathLike | Sequence[str | os.PathLike], convention: MelConvention,
-               max_seconds: float | None = None) -> tuple[list[EvaluationClip], list[dict[str, str]]]:
+               max_seconds: float | None = None, voice_map: dict[Path, str] | None = None,
+               ) -> tuple[list[EvaluationClip], list[dict[str, str]]]:
     """(clips, skipped): each readable file at the convention's rate (resampled if need be), cut
-    to `max_seconds`, with its mel; a file that cannot be read is logged by name and skipped."""
+    to `max_seconds`, with its mel and voice (`clip_voices`); a file that cannot be read is logged
+    by name and skipped."""
     from ..io.audio import load_audio
 
     clips, skipped, resampled = [], [], 0
     paths = clip_paths(data)
-    for path, name, voice in zip(paths, clip_names(paths), clip_voices(paths)):
+    for path, name, voice in zip(paths, clip_names(paths), clip_voices(paths, voice_map)):
         try:
             audio, rate = load_audio(path)
             if rate != convention.sample_rate:
@@ -393,10 +418,10 @@ class EvaluationReport:
 # -- evaluation -------------------------------------------------------------------------------------
 
 def _as_clips(data: Any, convention: MelConvention, max_seconds: float | None,
-              ) -> tuple[list[EvaluationClip], list[dict[str, str]]]:
+              voice_map: dict[Path, str] | None) -> tuple[list[EvaluationClip], list[dict[str, str]]]:
     if isinstance(data, (list, tuple)) and data and all(isinstance(c, EvaluationClip) for c in data):
         return list(data), []
-    return load_clips(data, convention, max_seconds)
+    return load_clips(data, convention, max_seconds, voice_map)
 
 
 def _progress(total: int, enabled: bool | None) -> Any:
@@ -472,18 +497,20 @@ def _vocoding(current: Callable[[], Any], steps: Any, seed: int) -> Callable[[Ev
 
 def evaluate(vocoder: Any, clips: Any, steps: Any = "fast", baseline: str | None = "griffin-lim",
              metrics: Sequence[str] | None = None, seed: int = 0, max_seconds: float | None = None,
-             ground_truth: bool = True, progress: bool | None = None) -> EvaluationReport:
+             ground_truth: bool = True, progress: bool | None = None,
+             voice_map: dict[Path, str] | None = None) -> EvaluationReport:
     """Vocode each clip's own mel with `vocoder` (a `Vocoder`) and score it against the clip.
 
     clips: wav files, directories or LJSpeech folders (or `EvaluationClip`s); unreadable files are
     skipped and listed in the report. steps: the vocoder's schedule ('fast', 'full' or betas).
     baseline: 'griffin-lim' or None. ground_truth: also score the clip itself (the ceiling).
     seed: clip i is vocoded with seed + i. max_seconds: score only the start of long clips.
-    progress: a progress bar on stderr (None: when stderr is a terminal).
+    progress: a progress bar on stderr (None: when stderr is a terminal). voice_map: each clip's
+    voice, for data not made by `corpus` (`read_voice_map`).
     """
     convention = vocoder.mel_convention
     scorer = Scorer(convention, metrics)
-    loaded, skipped = _as_clips(clips, convention, max_seconds)
+    loaded, skipped = _as_clips(clips, convention, max_seconds, voice_map)
     systems = [_System(OURS, total_training_steps(vocoder.metadata), _vocoding(lambda: vocoder, steps, seed)),
                *_reference_systems(convention, baseline, ground_truth, seed)]
     rows = _run(systems, loaded, scorer, progress)
@@ -495,7 +522,8 @@ def evaluate(vocoder: Any, clips: Any, steps: Any = "fast", baseline: str | None
 def evaluate_run(run_dir: str | os.PathLike, clips: Any, steps: Any = "fast", baseline: str | None = "griffin-lim",
                  metrics: Sequence[str] | None = None, seed: int = 0, max_seconds: float | None = None,
                  ground_truth: bool = True, progress: bool | None = None,
-                 earlier: Sequence[str | os.PathLike] = (), skip_steps: Sequence[int] = ()) -> EvaluationReport:
+                 earlier: Sequence[str | os.PathLike] = (), skip_steps: Sequence[int] = (),
+                 voice_map: dict[Path, str] | None = None) -> EvaluationReport:
     """Score every checkpoint of a training run (`checkpoints/step-*`, oldest first) on the same
     clips, seeds and metrics: rows of system 'diffwave' carry their step, so `summary()` has one
     entry per step (quality over training). The baseline and ground truth are scored once.
@@ -530,7 +558,7 @@ def evaluate_run(run_dir: str | os.PathLike, clips: Any, steps: Any = "fast", ba
     vocoder = first
     convention = vocoder.mel_convention
     scorer = Scorer(convention, metrics)
-    loaded, skipped = _as_clips(clips, convention, max_seconds)
+    loaded, skipped = _as_clips(clips, convention, max_seconds, voice_map)
     current = [vocoder]  # the vocoder of the point being scored
 
     def loader(path: Path) -> Callable[[], None]:
