@@ -9,7 +9,6 @@ learn once their output projections move away from zero.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -27,7 +26,7 @@ def grow(vocoder: Vocoder, residual_layers: int, seed: int = 0) -> Vocoder:
     if residual_layers <= old:
         raise ValueError(f"cannot grow to {residual_layers} residual layers: the checkpoint already has {old}; "
                          "expected more")
-    config = dataclasses.replace(vocoder.config, residual_layers=residual_layers)
+    config = vocoder.config.replace(residual_layers=residual_layers)
     grown = Vocoder.from_config(config, seed=seed)
     source = {weight.path: weight for weight in vocoder.model.weights}
     for weight in grown.model.weights:
