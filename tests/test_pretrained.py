@@ -31,7 +31,8 @@ def test_default_preset_is_shipped_with_its_provenance():
     last = metadata["training_history"][-1]
     commands = metadata["training_command"].split("; then ")
     init = last.get("init_from")
-    assert commands[0].startswith("bash recipes/default-vocoder/train.sh WORK" + (f" --init-from {init}" if init else ""))
+    assert commands[0].startswith("bash recipes/default-vocoder/train.sh WORK"
+                                  + (f" --init-from {init}" if init else ""))
     assert len(commands) == len(last.get("setting_changes", [])) + 1
     assert metadata["training_config"] == json.loads((ROOT / "recipes/default-vocoder/config.json").read_text())
     assert metadata["training_data"]["seed"] == 100
@@ -156,6 +157,7 @@ def test_ship_finds_the_settings_a_run_started_with(tmp_path):
     changes = [{"step": 3, "learning_rate": [recipe["learning_rate"], 2e-4]},
                {"step": 4, "learning_rate": [2e-4, 1e-4], "ema_decay": [0.0, 0.999]}]
     assert ship["started_with"](tmp_path, changes) == {"mixed_precision": "bfloat16"}
+    assert ship["started_with"](tmp_path / "checkpoints", changes) == {}  # not a run directory
 
 
 def test_ship_says_in_one_line_what_a_work_dir_lacks(tmp_path):

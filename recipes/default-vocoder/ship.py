@@ -21,7 +21,7 @@ from diffwave_vocoder.cli import OFF_FLAG_VALUES
 from diffwave_vocoder.evaluation.evaluate import evaluate
 from diffwave_vocoder.io.atomic import atomic_file
 from diffwave_vocoder.training.checkpoints import load_for_export
-from diffwave_vocoder.training.trainer import TrainingSettings
+from diffwave_vocoder.training.trainer import TrainingSettings, stored_run
 from diffwave_vocoder.pretrained import DEFAULT_PRESET, PRESETS_DIR
 from diffwave_vocoder.vocoder_format import total_training_steps
 
@@ -63,13 +63,17 @@ TRAINER = "diffwave-vocoder train WORK/run WORK/train --val WORK/val --config re
 
 def started_with(run_dir: Path, setting_changes: list[dict]) -> dict:
     """The settings a run started with that differ from the recipe's config (so its first command gave
-    them as flags): the run's training.json with its recorded setting changes undone."""
-    settings = json.loads((run_dir / "training.json").read_text())
+    them as flags): the run's stored settings with its recorded setting changes undone; {} for a
+    directory that is not a run (no training.json)."""
+    settings = stored_run(run_dir)[1]
+    if settings is None:
+        return {}
     for change in reversed(setting_changes):
-        settings.update({field: then_now[0] for field, then_now in change.items() if field != "step"})
-    recipe = {**dataclasses.asdict(TrainingSettings()), **RECIPE_CONFIG["training"]}
-    return {field: value for field, value in settings.items()
-            if field not in ("init_from", "max_steps") and value != recipe[field]}
+        settings = settings.replace(**{field: then_now[0] for field, then_now in change.items() if field != "step"})
+    recipe = TrainingSettings().replace(**RECIPE_CONFIG["training"])
+    return {field.name: getattr(settings, field.name) for field in dataclasses.fields(TrainingSettings)
+            if field.name not in ("init_from", "max_steps")
+            and getattr(settings, field.name) != getattr(recipe, field.name)}
 
 
 def training_commands(run: dict, program: str = TRAIN_SH) -> str:
@@ -105,10 +109,9 @@ def ship(work: Path, run: Path, full: bool) -> None:
         quality[schedule] = [{k: (rounded(v) if isinstance(v, float) else v) for k, v in row.items()}
                              for row in report.summary()]
     history = training_history(vocoder.metadata)
-    if (run / "training.json").is_file():  # a run directory (not one of its checkpoints)
-        flags = started_with(run, history[-1].get("setting_changes", []))
-        if flags:
-            history[-1]["started_with"] = flags
+    flags = started_with(run, history[-1].get("setting_changes", []))
+    if flags:
+        history[-1]["started_with"] = flags
     vocoder.metadata.update({
         "preset": DEFAULT_PRESET,
         "training_history": history,
