@@ -280,16 +280,16 @@ def clip_voices(paths: Sequence[Path], voice_map: dict[Path, str] | None = None)
     for wavs in the wavs/ folder of a corpus `corpus` made; else None."""
     from .corpus import corpus_voices
 
+    resolved = [path.resolve() for path in paths]
     corpora: dict[Path, dict[Path, str]] = {}
-    for root in {path.resolve().parent.parent for path in paths}:
+    for root in {path.parent.parent for path in resolved}:
         try:
             corpora[root] = corpus_voices(root) if (root / "corpus.json").is_file() else {}
         except ValueError as error:
             log.warning("no voices for the clips of %s: %s", root, error)
             corpora[root] = {}
     voice_map = voice_map or {}
-    return [voice_map.get(path.resolve()) or corpora[path.resolve().parent.parent].get(path.resolve())
-            for path in paths]
+    return [voice_map.get(path) or corpora[path.parent.parent].get(path) for path in resolved]
 
 
 def load_clips(data: str | os.PathLike | Sequence[str | os.PathLike], convention: MelConvention,
