@@ -192,10 +192,11 @@ class Vocoder:
         return description(self.config, self.metadata, int(self.model.count_params()))
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the checkpoint directory atomically (a crash never leaves a half-written one)."""
+        """Write the checkpoint directory atomically (a crash never leaves a half-written one). An
+        existing directory is replaced only when it holds nothing but a checkpoint's files."""
         metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
                     "package_version": __version__, **self.metadata}
-        with atomic_directory(path) as tmp:
+        with atomic_directory(path, owned=(CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE)) as tmp:
             (tmp / CONFIG_FILE).write_text(self.config.to_json() + "\n")
             (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
             self.model.save_weights(tmp / WEIGHTS_FILE)

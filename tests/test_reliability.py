@@ -128,6 +128,37 @@ def test_written_files_get_the_permissions_the_umask_gives(speech_corpus, tmp_pa
                                      else {"dir": set(), "file": {file_mode}})
 
 
+# -- a user's folder as the output ---------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [["export"], ["export", "--format", "saved_model"],
+                                     ["grow", "--residual-layers", "8"]])
+def test_writers_refuse_to_replace_a_folder_holding_the_users_files(tmp_path, small_vocoder, command, capsys):
+    from diffwave_vocoder.cli import main
+
+    source = small_vocoder.save(tmp_path / "checkpoint")
+    folder = tmp_path / "my folder"
+    (folder / "drafts").mkdir(parents=True)
+    (folder / "notes.txt").write_text("mine")
+    (folder / "config.json").write_text("{}")  # a checkpoint's name among the user's files changes nothing
+    assert main([command[0], str(source), str(folder), *command[1:]]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "refusing to replace it" in err and "drafts, notes.txt" in err
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "drafts", "notes.txt"]
+    assert (folder / "notes.txt").read_text() == "mine" and hidden(tmp_path) == []
+
+
+def test_writers_replace_their_own_output(tmp_path, small_vocoder):
+    first = small_vocoder.save(tmp_path / "checkpoint")
+    again = Vocoder.load(first)
+    again.metadata["note"] = "second"
+    again.save(first)  # a checkpoint over a checkpoint: the user asked for the same path twice
+    assert Vocoder.load(first).metadata["note"] == "second"
+    (tmp_path / "empty").mkdir()
+    with atomic_directory(tmp_path / "empty", owned=()) as tmp:  # an empty folder holds nothing to lose
+        (tmp / "a").write_text("a")
+    assert (tmp_path / "empty" / "a").read_text() == "a" and hidden(tmp_path) == []
+
+
 # -- disk full ----------------------------------------------------------------------------------
 
 @contextlib.contextmanager

@@ -39,6 +39,8 @@ from ..schedule import Steps, resolve_schedule
 from ..vocoder import Vocoder
 
 CONFIG_ASSET = Path("assets.extra") / "diffwave_config.json"
+# What tf.saved_model.save and this exporter write at a SavedModel's top level.
+SAVED_MODEL_ENTRIES = ("saved_model.pb", "fingerprint.pb", "variables", "assets", "assets.extra")
 FORMATS = ("saved_model", "tflite")
 QUANTIZATIONS = (None, "int8")
 
@@ -94,9 +96,10 @@ class _ServingModule(tf.Module):
 
 
 def export_saved_model(vocoder: Vocoder, path: str | os.PathLike) -> Path:
-    """Write a SavedModel directory atomically (see the module docstring for its signatures)."""
+    """Write a SavedModel directory atomically (see the module docstring for its signatures). An
+    existing directory is replaced only when it holds nothing but a SavedModel's entries."""
     module = _ServingModule(vocoder)
-    with atomic_directory(path) as tmp:
+    with atomic_directory(path, owned=SAVED_MODEL_ENTRIES) as tmp:
         os.chmod(tmp, 0o777 & ~_umask())  # a server running as another user must read it
         tf.saved_model.save(module, str(tmp), signatures=module.signatures())
         (tmp / CONFIG_ASSET).parent.mkdir(exist_ok=True)

@@ -20,7 +20,7 @@ import sys
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Collection, Iterable, Iterator
 
 
 def _fsync_directory(path: Path) -> None:
@@ -98,11 +98,21 @@ def atomic_file(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a fresh temporary directory; on success it takes the place of `path`."""
+def atomic_directory(path: str | os.PathLike, owned: Collection[str] | None = None) -> Iterator[Path]:
+    """Yield a fresh temporary directory; on success it takes the place of `path`.
+
+    `owned` names the entries the writer makes. An existing `path` holding anything else is refused
+    before anything is written, so pointing a writer at a folder of one's own never deletes it;
+    None replaces whatever is there (for callers that already asked the user)."""
     target = Path(path)
     if target.exists() and not target.is_dir():
         raise ValueError(f"cannot write a checkpoint directory at {target}: a file is in the way")
+    if owned is not None and target.is_dir():
+        foreign = sorted(child.name for child in target.iterdir() if child.name not in owned)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise FileExistsError(f"{target} exists and holds what this writer did not make ({shown}); "
+                                  f"refusing to replace it: choose a new directory or empty this one")
     _make_parent(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
