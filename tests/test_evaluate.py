@@ -182,13 +182,15 @@ def test_a_voice_map_gives_the_voices_of_other_data(tmp_path, checkpoint, wavs):
     data.mkdir()
     clips = [Path(shutil.copy(wav, data / f"clip{i}.wav")) for i, wav in enumerate(wavs[:3])]
     voices = tmp_path / "voices.csv"
-    voices.write_text(f"data/clip0.wav,alice\n\n{clips[1]},bob\ndata/clip2.wav, alice\n")
+    voices.write_text(f"data/clip0.wav,alice\n\n{clips[1]},bob\ndata/clip2.wav, alice\ndata/gone.wav,carol\n")
     assert read_voice_map(voices) == {clips[0].resolve(): "alice", clips[1].resolve(): "bob",
-                                      clips[2].resolve(): "alice"}
+                                      clips[2].resolve(): "alice", (data / "gone.wav").resolve(): "carol"}
     out = tmp_path / "summary.csv"
     result = run_main("evaluate", "--model", checkpoint, data, "--voices", voices, "--by-voice", "--metrics", "stoi",
                       "--max-seconds", 0.5, "--baseline", "none", "--summary-csv", out)
     assert result.returncode == 0, result.stderr
+    assert f"warning: 1 of the 4 rows of {voices} name no clip of the evaluation data (first: {data / 'gone.wav'})" \
+        in result.stderr  # a row for a clip not in DATA is said, not silently dropped
     assert f"| {GROUND_TRUTH} | - | alice | 2 |" in result.stdout and f"| {OURS} | " in result.stdout
     rows = list(csv.DictReader(out.open()))
     assert sorted((r["system"], r["voice"], r["clips"]) for r in rows) == [
