@@ -487,15 +487,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         raise CLIError("give --model or --run, not both")
     voice_map = read_voice_map(args.voices) if args.voices else None
     paths = clip_paths(args.data)
+    if args.by_voice and not any(clip_voices(paths, voice_map)):
+        raise CLIError("--by-voice needs clips of a corpus made by `diffwave-vocoder corpus` (its corpus.json "
+                       "says which voice speaks each clip) or a --voices map naming them; none of these clips "
+                       "has a voice")
     if voice_map:  # a map written for another folder would otherwise leave clips unvoiced without a word
         strays = sorted(set(voice_map) - {path.resolve() for path in paths})
         if strays:
             warnings.warn(f"{len(strays)} of the {len(voice_map)} rows of {args.voices} name no clip of the "
                           f"evaluation data (first: {strays[0]})", stacklevel=1)
-    if args.by_voice and not any(clip_voices(paths, voice_map)):
-        raise CLIError("--by-voice needs clips of a corpus made by `diffwave-vocoder corpus` (its corpus.json "
-                       "says which voice speaks each clip) or a --voices map naming them; none of these clips "
-                       "has a voice")
     from .sampler import configure_cpu_threads
 
     configure_cpu_threads()
