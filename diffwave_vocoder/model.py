@@ -219,10 +219,13 @@ class DilatedConv1D(layers.Layer):
     passes the dilation straight to Conv2D; tf.nn.convolution would use SpaceToBatch): its
     backward pass skips the GEMM path's (B, L, 3C) gradient and its slicing, ~1.3-2x faster
     forward+backward at B=4, L=15,872, C=64 (benchmarks/train_speed.py). `ResidualBlock` calls
-    this layer in training only; its inference runs `residual_layer` on this layer's weights. Where
-    the native op cannot train in the compute dtype (oneDNN has no float16 dilated
-    Conv2DBackpropFilter, so float16 on most CPUs), training takes the GEMM path:
-    `native_dilated_conv_trains` finds out once per dtype by trying it.
+    this layer in training only; its inference runs `residual_layer` on this layer's weights.
+    Where the native op cannot train in the compute dtype, training takes the GEMM path:
+    `native_dilated_conv_trains` finds out once per dtype by trying it. It cannot without oneDNN
+    (TensorFlow's own CPU kernels have no dilated Conv2D gradient, and TensorFlow turns oneDNN on by
+    default only on CPUs with AVX-512 VNNI or newer: the CLI's `train` turns it on), nor in float16
+    with it. (tf.nn.convolution's SpaceToBatch form halves the GEMM form's time for this layer alone
+    in float32 without oneDNN, but measured no faster for a whole training step.)
     """
 
     def __init__(self, filters: int, dilation_rate: int = 1, kernel_initializer="he_normal", **kwargs):

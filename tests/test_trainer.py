@@ -6,6 +6,7 @@ import dataclasses
 import io
 import json
 import os
+import platform
 import random
 import shutil
 import signal
@@ -19,8 +20,10 @@ import tensorflow as tf
 
 from diffwave_vocoder.training.data import example_indices, make_dataset
 from diffwave_vocoder.training.checkpoints import load_for_export
-from diffwave_vocoder.training.trainer import Progress, Trainer, TrainingSettings, load_config_file, train
+from diffwave_vocoder.training.trainer import (Progress, Trainer, TrainingSettings, cpu_has_bfloat16,
+                                               load_config_file, train)
 from diffwave_vocoder.config import DiffWaveConfig
+from diffwave_vocoder.model import native_dilated_conv_trains
 from diffwave_vocoder.vocoder import Vocoder
 
 TINY = DiffWaveConfig(residual_channels=8, residual_layers=4, dilation_cycle_length=2)
@@ -457,11 +460,17 @@ def test_multi_worker_cluster_equals_one_device(speech_corpus, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["float16", "bfloat16"])
-def test_mixed_precision_trains_and_exports_float32(speech_corpus, tmp_path, precision):
+def test_mixed_precision_trains_and_exports_float32(speech_corpus, tmp_path, precision, caplog):
     import keras
 
     run = tmp_path / "run"
     trainer = Trainer(run, speech_corpus, config=TINY, settings=settings(max_steps=3, mixed_precision=precision))
+    # bfloat16 without the CPU's bfloat16 instructions is emulated, slower than float32: the trainer says so.
+    emulated = precision == "bfloat16" and cpu_has_bfloat16() is False
+    assert ("CPU without bfloat16 instructions" in caplog.text) == emulated
+    # And when TensorFlow's oneDNN kernels are off (not asked for), the dilated convolutions' slow path.
+    onednn_off = "TF_ENABLE_ONEDNN_OPTS" not in os.environ and not native_dilated_conv_trains(tf.float32)
+    assert ("oneDNN kernels are off" in caplog.text) == onednn_off
     result = trainer.fit()
     assert trainer.model.layers[-1].compute_dtype == precision
     assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer) == (precision == "float16")
@@ -470,6 +479,20 @@ def test_mixed_precision_trains_and_exports_float32(speech_corpus, tmp_path, pre
     assert all(w.dtype == np.float32 for w in exported.model.get_weights())
     assert keras.config.dtype_policy().name == "float32"  # not left behind globally
     assert exported.vocode(np.full((4, 80), 0.5, np.float32), seed=0).shape == (1024,)
+
+
+def test_cpu_bfloat16_instructions_are_read_from_cpuinfo_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    zen3 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx fma avx2 sha_ni vaes\n"
+    cpuinfo.write_text(zen3 + zen3.replace(": 0", ": 1"))
+    assert cpu_has_bfloat16(cpuinfo) is False
+    cpuinfo.write_text(zen3.replace("avx2", "avx2 avx512f avx512_bf16"))
+    assert cpu_has_bfloat16(cpuinfo) is True
+    cpuinfo.write_text("processor\t: 0\nFeatures\t: fp asimd sve i8mm bf16\nCPU implementer\t: 0x41\n")  # Arm
+    assert cpu_has_bfloat16(cpuinfo) is True
+    cpuinfo.write_text("processor\t: 0\n")  # no flags line: unknown, not "no"
+    assert cpu_has_bfloat16(cpuinfo) is None
+    assert cpu_has_bfloat16(tmp_path / "missing") is None
 
 
 def test_unconditional_model_trains_on_audio_crops(speech_corpus, tmp_path):
@@ -510,6 +533,32 @@ def test_cli_train_resumes_and_refuses_a_different_model(speech_corpus, tmp_path
     assert err.count("\n") == 1 and "different model" in err and "residual_channels" in err
     assert main(["train", str(tmp_path / "new"), str(tmp_path / "missing")]) == 1
     assert "data set not found" in capsys.readouterr().err
+
+
+ONEDNN_PROBE = r"""
+import sys
+from diffwave_vocoder.cli import main
+assert main(sys.argv[1:]) == 0
+import tensorflow as tf
+from diffwave_vocoder.model import native_dilated_conv_trains
+print("native", native_dilated_conv_trains(tf.float32))
+"""
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="oneDNN is asked for on x86")
+def test_cli_train_turns_on_onednn_unless_the_user_set_it(speech_corpus, tmp_path):
+    # TensorFlow's own CPU kernels have no dilated-convolution gradient; oneDNN's train it natively.
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"model": TINY.to_dict(), "training": {"batch_size": 4, "crop_frames": 8,
+                                                                         "val_fraction": 0.0}}))
+    env = {k: v for k, v in ENV.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    for setting, native in ((None, True), ("0", False)):
+        command = [sys.executable, "-c", ONEDNN_PROBE, "train", str(tmp_path / f"run-{setting}"),
+                   str(speech_corpus), "--config", str(config), "--max-steps", "1"]
+        extra = {} if setting is None else {"TF_ENABLE_ONEDNN_OPTS": setting}
+        result = subprocess.run(command, env={**env, **extra}, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[-1] == f"native {native}"
 
 
 def test_config_files_and_settings_are_validated(tmp_path):

@@ -39,7 +39,7 @@ from ..config import DiffWaveConfig, stored_config, strict_from_dict
 from ..features.mel import compute_mel
 from ..io.atomic import atomic_file, remove_leftovers
 from ..io.progress import progress_line
-from ..model import build_model
+from ..model import build_model, native_dilated_conv_trains
 from ..prior import energy_range, sample_std, uses_prior
 from ..schedule import noise_levels
 from ..vocoder import CONFIG_FILE, Vocoder
@@ -58,6 +58,8 @@ LOGS_DIR = "logs"
 ADAM_EPSILON = 1e-8  # torch.optim.Adam's default (Keras' is 1e-7)
 MAX_NONFINITE_STEPS = 10
 MIXED_PRECISION = {None: "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+# CPU flags (Linux /proc/cpuinfo) of native bfloat16 arithmetic: x86 AVX-512 BF16, AMX, AVX-NE-CONVERT; Arm BF16.
+BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "avx_ne_convert", "bf16")
 # Fields a fine-tuning run may change from its init checkpoint's config (everything else is the
 # network's sizes, its mel convention or the diffusion it was trained for).
 # The prior may change too: the weights fit either, and fine-tuning adapts them to the run's noise
@@ -68,6 +70,21 @@ _FINE_TUNING_FREE_FIELDS = ("inference_noise_schedule", "audio_len", "prior", "p
 # changing them on resume is allowed, but the run is then no longer identical to an uninterrupted one.
 _TRAJECTORY_FIELDS = ("batch_size", "learning_rate", "loss", "max_grad_norm", "crop_frames", "crop_samples",
                       "seed", "mixed_precision", "val_fraction", "low_noise_emphasis", "ema_decay")
+
+
+def cpu_has_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
+    """Whether the CPU has bfloat16 instructions, from Linux's cpuinfo flags; None where they cannot be
+    read. Without them TensorFlow emulates bfloat16, which trains slower than float32."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return None
+    flags = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):  # x86, Arm
+            flags.update(value.split())
+    return bool(flags.intersection(BFLOAT16_CPU_FLAGS)) if flags else None
 
 
 @dataclass(frozen=True)
@@ -431,6 +448,8 @@ class Trainer:
                 self.model.set_weights(init.model.get_weights())
                 log.info("fine-tuning: starting from the weights of %s (fresh optimizer)", self.settings.init_from)
             self.weight_average = WeightAverage(self.model.trainable_variables, s.ema_decay) if s.ema_decay else None
+        if not tf.config.list_logical_devices("GPU"):
+            self._warn_of_slow_cpu_paths()
         # A float32, single-device twin for validation, sample vocoding and export.
         with dtype_policy("float32"):
             self.vocoder = Vocoder(build_model(self.config), self.config)
@@ -489,6 +508,16 @@ class Trainer:
             except OSError as error:
                 raise _storage_error(error, name, self.model_dir, len(text.encode()),
                                     "The run's previous files are intact") from None
+
+    def _warn_of_slow_cpu_paths(self) -> None:
+        if self.settings.mixed_precision == "bfloat16" and cpu_has_bfloat16() is False:
+            log.warning("mixed_precision 'bfloat16' on a CPU without bfloat16 instructions (none of %s among its "
+                        "flags): TensorFlow emulates it, which trains slower than float32 (`--mixed-precision "
+                        "float32` turns it off when resuming)", ", ".join(BFLOAT16_CPU_FLAGS))
+        if "TF_ENABLE_ONEDNN_OPTS" not in os.environ and not native_dilated_conv_trains(tf.float32):
+            log.warning("TensorFlow's oneDNN kernels are off on this CPU, so the dilated convolutions train in "
+                        "their slower GEMM form; set TF_ENABLE_ONEDNN_OPTS=1 before TensorFlow is imported "
+                        "(the CLI's train does)")
 
     # -- graph-mode steps ---------------------------------------------------------------------------
 
