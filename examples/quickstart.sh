@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job with the vocoder that ships in the package, under a minute on 2 CPU cores (much of it
-# TensorFlow starting in the two commands that vocode; info, corpus and preprocess start none):
+# The main job with the vocoder that ships in the package, 40 to 65 s on 2 CPU cores, the vocoded wav
+# after about half of it (much of it TensorFlow starting in the two commands that vocode, and the sampler's
+# first trace; info, corpus and preprocess start none):
 # text -> speech synthesizer -> wav -> mel -> DiffWave -> wav, and how close the result is.
 #
 #   bash examples/quickstart.sh [OUT_DIR]
