@@ -59,7 +59,9 @@ class StreamKernels:
         scalar = tf.TensorSpec([], tf.float32)
         integer = tf.TensorSpec([], tf.int32)
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([None, m], tf.float32),
+        # autograph=False: as in the sampler, nothing here needs converting (tf.cond, Python loops).
+        @tf.function(autograph=False,
+                     input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([None, m], tf.float32),
                                       state_spec, scalar, scalar, scalar, scalar, tf.TensorSpec([], tf.int64),
                                       tf.TensorSpec([], tf.bool), tf.TensorSpec([], tf.int64), integer, integer,
                                       integer, tf.TensorSpec([None], tf.float32)])
@@ -90,15 +92,15 @@ class StreamKernels:
             mask = tf.cast((positions >= 0) & (positions < length), tf.float32)
             return tf.clip_by_value(audio, -1.0, 1.0) * mask, state
 
-        @tf.function(input_signature=[tf.TensorSpec([], tf.int64), integer, integer, integer,
-                                      tf.TensorSpec([None], tf.float32)])
+        @tf.function(autograph=False, input_signature=[tf.TensorSpec([], tf.int64), integer, integer, integer,
+                                                       tf.TensorSpec([None], tf.float32)])
         def initial_noise(seed, start, count, length, prior):
             """x_T for samples [start, start + count) (the prior's std there: `prior`), zero from `length` on."""
             positions = start + tf.range(count)
             mask = tf.cast(positions < length, tf.float32)
             return utterance_noise(seed[None], 0, count, start)[0] * prior * mask
 
-        @tf.function(input_signature=[tf.TensorSpec([None, m], tf.float32), integer, integer])
+        @tf.function(autograph=False, input_signature=[tf.TensorSpec([None, m], tf.float32), integer, integer])
         def conditioner(frames, first_frame, frame_length):
             """Upsampled mel for the frames of a window but its first and last MEL_MARGIN_FRAMES,
             (samples, M); `first_frame` is the window's absolute first frame."""
