@@ -53,7 +53,8 @@ def _umask() -> int:
 
 
 class _ServingModule(tf.Module):
-    """The vocoder as tf.Variables (by Keras weight path) and signature functions."""
+    """The vocoder as tf.Variables (by Keras weight path) and signature functions (traced without
+    AutoGraph, like the sampler: their loops and branches are explicit)."""
 
     def __init__(self, vocoder: Vocoder):
         super().__init__(name="diffwave_vocoder")
@@ -79,7 +80,7 @@ class _ServingModule(tf.Module):
                 def generate(length, seed, steps=steps):
                     lengths = tf.fill(tf.shape(seed), length)
                     return {"audio": sample(steps, None, lengths, seed)}
-                setattr(self, name, tf.function(generate, input_signature=[
+                setattr(self, name, tf.function(generate, autograph=False, input_signature=[
                     tf.TensorSpec([], tf.int32, name="length"), seed_spec]))
         else:
             mel_spec = tf.TensorSpec([None, None, config.n_mels], tf.float32, name="mel")
@@ -87,7 +88,7 @@ class _ServingModule(tf.Module):
                 def vocode(mel, seed, steps=steps):
                     lengths = tf.fill(tf.shape(seed), tf.shape(mel)[1] * hop)
                     return {"audio": sample(steps, mel, lengths, seed)}
-                setattr(self, name, tf.function(vocode, input_signature=[mel_spec, seed_spec]))
+                setattr(self, name, tf.function(vocode, autograph=False, input_signature=[mel_spec, seed_spec]))
 
     def signatures(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
         names = ("generate", "generate_full") if hasattr(self, "generate") else ("vocode", "vocode_full")
@@ -144,13 +145,14 @@ class _LiteModule(tf.Module):
         noise_spec = tf.TensorSpec([len(schedule), None, None], tf.float32, name="noise")
         if conditional:
             self.denoise = tf.function(lambda audio, step, mel: {"noise": denoise(audio, step, mel)},
-                                       input_signature=[audio_spec, step_spec, mel_spec])
+                                       autograph=False, input_signature=[audio_spec, step_spec, mel_spec])
             self.vocode = tf.function(lambda mel, noise: {"audio": loop(noise, mel)},
-                                      input_signature=[mel_spec, noise_spec])
+                                      autograph=False, input_signature=[mel_spec, noise_spec])
         else:
             self.denoise = tf.function(lambda audio, step: {"noise": denoise(audio, step)},
-                                       input_signature=[audio_spec, step_spec])
-            self.vocode = tf.function(lambda noise: {"audio": loop(noise)}, input_signature=[noise_spec])
+                                       autograph=False, input_signature=[audio_spec, step_spec])
+            self.vocode = tf.function(lambda noise: {"audio": loop(noise)}, autograph=False,
+                                      input_signature=[noise_spec])
 
 
 def tflite_bytes(vocoder: Vocoder, quantize: str | None = None, steps: Steps = "fast") -> bytes:
