@@ -20,9 +20,10 @@ def _prefer_onednn() -> None:
     TensorFlow turns them on by default only on CPUs with AVX-512 VNNI or newer; without them it has no
     dilated-convolution gradient of its own, and training the shipped recipe on an AVX2 CPU took 1.7x as
     long (benchmarks/train_speed.py). Inference gains nothing from them there, so only `train` asks.
-    Effective only before TensorFlow is imported.
+    It only takes effect before TensorFlow is imported, so it is set only then (not leaking into the
+    environment of a process that calls `main` with TensorFlow loaded already).
     """
-    if platform.machine().lower() in ("x86_64", "amd64"):
+    if "tensorflow" not in sys.modules and platform.machine().lower() in ("x86_64", "amd64"):
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 

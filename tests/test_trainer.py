@@ -520,8 +520,10 @@ def test_cli_train_resumes_and_refuses_a_different_model(speech_corpus, tmp_path
     config.write_text(json.dumps({"model": TINY.to_dict(), "training": {
         "batch_size": 4, "crop_frames": 8, "val_fraction": 0.0, "checkpoint_every": 2}}))
     run = tmp_path / "run"
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
     assert main(["train", str(run), str(speech_corpus), "--config", str(config), "--max-steps", "2"]) == 0
     assert "trained to step 2" in capsys.readouterr().out
+    assert os.environ.get("TF_ENABLE_ONEDNN_OPTS") == onednn  # TensorFlow was loaded: too late, left alone
     assert main(["train", str(run), str(speech_corpus), "--max-steps", "3"]) == 0
     captured = capsys.readouterr()
     assert "resuming from" in captured.err and "trained to step 3" in captured.out
