@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job with the vocoder that ships in the package, 40 to 65 s on 2 CPU cores, the vocoded wav
+# The main job with the vocoder that ships in the package, 40 to 52 s on 2 CPU cores, the vocoded wav
 # after about half of it (much of it TensorFlow starting in the two commands that vocode, and the sampler's
 # first trace; info, corpus and preprocess start none):
 # text -> speech synthesizer -> wav -> mel -> DiffWave -> wav, and how close the result is.
