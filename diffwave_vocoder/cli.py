@@ -13,6 +13,9 @@ from typing import Iterator, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported
 
+# oneDNN's kernels are x86's; on other CPUs TF_ENABLE_ONEDNN_OPTS is left alone.
+ON_X86 = platform.machine().lower() in ("x86_64", "amd64")
+
 
 def _prefer_onednn() -> None:
     """Turn on TensorFlow's oneDNN kernels for training on x86, unless the user set TF_ENABLE_ONEDNN_OPTS.
@@ -23,7 +26,7 @@ def _prefer_onednn() -> None:
     It only takes effect before TensorFlow is imported, so it is set only then (not leaking into the
     environment of a process that calls `main` with TensorFlow loaded already).
     """
-    if "tensorflow" not in sys.modules and platform.machine().lower() in ("x86_64", "amd64"):
+    if "tensorflow" not in sys.modules and ON_X86:
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 

@@ -6,7 +6,6 @@ import dataclasses
 import io
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -22,6 +21,7 @@ from diffwave_vocoder.training.data import example_indices, make_dataset
 from diffwave_vocoder.training.checkpoints import load_for_export
 from diffwave_vocoder.training.trainer import (Progress, Trainer, TrainingSettings, cpu_has_bfloat16,
                                                load_config_file, train)
+from diffwave_vocoder.cli import ON_X86
 from diffwave_vocoder.config import DiffWaveConfig
 from diffwave_vocoder.model import native_dilated_conv_trains
 from diffwave_vocoder.vocoder import Vocoder
@@ -207,6 +207,7 @@ import json, logging, sys, time
 logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
 import diffwave_vocoder.training.checkpoints as checkpoints
 from diffwave_vocoder.training.trainer import Trainer, TrainingSettings
+from diffwave_vocoder.cli import ON_X86
 from diffwave_vocoder.config import DiffWaveConfig
 
 run, data, pause_at, config, settings = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
@@ -392,6 +393,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from diffwave_vocoder.training.trainer import Trainer, TrainingSettings
+from diffwave_vocoder.cli import ON_X86
 from diffwave_vocoder.config import DiffWaveConfig
 
 root, data, config, settings = sys.argv[1:5]
@@ -547,7 +549,7 @@ print("native", native_dilated_conv_trains(tf.float32))
 """
 
 
-@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="oneDNN is asked for on x86")
+@pytest.mark.skipif(not ON_X86, reason="oneDNN is asked for on x86")
 def test_cli_train_turns_on_onednn_unless_the_user_set_it(speech_corpus, tmp_path):
     # TensorFlow's own CPU kernels have no dilated-convolution gradient; oneDNN's train it natively.
     config = tmp_path / "tiny.json"
