@@ -349,3 +349,38 @@ def test_voicing_by_pitch_benchmark_shifts_real_speech_and_scores_the_vocoders_v
     result = run("--voices", "nobody")
     assert result.returncode == 1 and result.stderr.splitlines()[-1].startswith(
         "voicing_by_pitch.py: no clips of voice(s) nobody; the corpora have ")
+
+
+def test_fast_schedule_benchmark_scores_each_neighbour_paired_with_the_checkpoints_own(checkpoint, small_vocoder,
+                                                                                      wavs):
+    """benchmarks/fast_schedule.py: the checkpoint's own row is what `evaluate` gives for its fast schedule,
+    the same schedule given again differs by exactly zero (the pairing holds clips and seeds fixed), and
+    schedules that are not valid for the training schedule are skipped with the reason."""
+    import os
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "fast_schedule.py"
+    own = ", ".join(f"{b:g}" for b in small_vocoder.config.inference_noise_schedule)
+    too_noisy = "0.0001, 0.001, 0.01, 0.05, 0.2, 0.9"
+    run = lambda *args: subprocess.run([sys.executable, str(script), *map(str, args)],  # noqa: E731
+                                       capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    result = run(wavs[0], "--model", checkpoint, "--max-seconds", 1, "--factors", 2, "--also", own.replace(" ", ""),
+                 "--also", too_noisy.replace(" ", ""))
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {tuple(cells[:2]): cells[2:] for cells in
+            (line.strip(" |").split(" | ") for line in result.stdout.splitlines() if line.startswith("| "))}
+    assert [name for name, _ in rows] == ["schedule", "the checkpoint's"] + [
+        f"beta {n} x2" for n in range(1, 7)] + ["given", "given"]
+    plain = evaluate(small_vocoder, wavs[:1], metrics=["stoi"], baseline=None, ground_truth=False,
+                     max_seconds=1, progress=False).summary()[0]["stoi"]
+    mine = rows[("the checkpoint's", own)]
+    assert float(mine[0]) == pytest.approx(plain, abs=5e-5)
+    assert rows[("given", own)] == [mine[0], "+0.0000 ± 0.0000", mine[2], "+0.0000 ± 0.0000"]
+    assert rows[("given", too_noisy)][0].startswith("skipped: inference step 5 reaches noise level")
+    assert rows[("beta 6 x2", "0.0001, 0.001, 0.01, 0.05, 0.2, 1")][0].startswith(
+        "skipped: an inference schedule must be a non-empty list of betas in (0, 1)")
+    measured = [cells for (name, _), cells in rows.items() if name.startswith("beta ") and name != "beta 6 x2"]
+    assert len(measured) == 5 and all(0 <= float(cells[0]) <= 1 and " ± " in cells[1] for cells in measured)
+    result = run(wavs[0], "--model", checkpoint, "--factors", "two")
+    assert result.returncode == 2 and "expected comma-separated numbers, got 'two'" in result.stderr
