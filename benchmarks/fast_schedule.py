@@ -45,7 +45,7 @@ def main() -> None:
 
     import diffwave_vocoder as dv
     from diffwave_vocoder.evaluation.evaluate import OURS, evaluate, load_clips
-    from diffwave_vocoder.schedule import make_schedule
+    from diffwave_vocoder.schedule import resolve_schedule
 
     vocoder = dv.load_vocoder(args.model) if args.model else dv.load_vocoder("diffwave")
     config = vocoder.config
@@ -66,12 +66,11 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for name, betas in candidates:
         shown = "training" if betas == "full" else ", ".join(f"{b:g}" for b in betas)
-        if betas != "full":
-            try:
-                make_schedule(config.noise_schedule, betas)
-            except ValueError as error:
-                print(f"| {name} | {shown} | skipped: {' '.join(str(error).split())} | | | |")
-                continue
+        try:
+            resolve_schedule(config, betas)
+        except ValueError as error:
+            print(f"| {name} | {shown} | skipped: {' '.join(str(error).split())} | | | |")
+            continue
         values = base if betas is own else scores(betas)
         cells = []
         for metric in METRICS:

@@ -207,7 +207,6 @@ import json, logging, sys, time
 logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
 import diffwave_vocoder.training.checkpoints as checkpoints
 from diffwave_vocoder.training.trainer import Trainer, TrainingSettings
-from diffwave_vocoder.cli import ON_X86
 from diffwave_vocoder.config import DiffWaveConfig
 
 run, data, pause_at, config, settings = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
@@ -393,7 +392,6 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from diffwave_vocoder.training.trainer import Trainer, TrainingSettings
-from diffwave_vocoder.cli import ON_X86
 from diffwave_vocoder.config import DiffWaveConfig
 
 root, data, config, settings = sys.argv[1:5]
