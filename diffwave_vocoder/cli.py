@@ -15,6 +15,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is impor
 
 # oneDNN's kernels are x86's; on other CPUs TF_ENABLE_ONEDNN_OPTS is left alone.
 ON_X86 = platform.machine().lower() in ("x86_64", "amd64")
+# The exit status of a command stopped by SIGINT/SIGTERM (128 + SIGINT, as shells report Ctrl-C).
+INTERRUPTED = 130
 
 
 def _prefer_onednn() -> None:
@@ -428,7 +430,7 @@ def _log_to_stderr() -> Iterator[None]:
         package_log.handlers, package_log.level, package_log.propagate = saved
 
 
-def cmd_train(args: argparse.Namespace) -> None:
+def cmd_train(args: argparse.Namespace) -> int | None:
     from .config import DiffWaveConfig
     from .training.trainer import Trainer, TrainingSettings, load_config_file, stored_run
 
@@ -451,9 +453,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     with _log_to_stderr():
         result = Trainer(args.model_dir, args.data, args.val, config, settings, args.strategy).fit()
     if not result.finished:
+        # Stopped by a signal, as asked: not an error, but not finished either (scripts wait on the status).
         print(f"stopped at step {result.step} with checkpoint {result.checkpoint}; run the same command to resume",
               file=sys.stderr)
-        raise KeyboardInterrupt
+        return INTERRUPTED
     print(f"trained to step {result.step}; vocoder checkpoint: {result.exported}")
 
 
@@ -700,15 +703,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _prefer_onednn()
             if getattr(args, "tensorflow", True):
                 _import_tensorflow_quietly()
-            args.func(args)
+            status = args.func(args)  # a command returns None, or an exit status other than 0
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except Exception as error:  # noqa: BLE001 - the CLI's contract: one line, no traceback
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"error: {message}", file=sys.stderr)
         return 1
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":
