@@ -401,7 +401,7 @@ def _grad_norm(value: str) -> float | str:
 def _train_overrides(args: argparse.Namespace) -> dict:
     names = ("max_steps", "batch_size", "learning_rate", "loss", "max_grad_norm", "crop_frames", "crop_samples",
              "seed", "checkpoint_every", "keep_last", "keep_every", "log_every", "val_every", "val_fraction",
-             "mixed_precision", "low_noise_emphasis", "ema_decay")
+             "mixed_precision", "low_noise_emphasis", "fast_schedule_share", "ema_decay")
     overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     for name, off in OFF_FLAG_VALUES.items():
         if overrides.get(name) == off:
@@ -627,6 +627,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--low-noise-emphasis", type=float, metavar="E",
                    help="draw diffusion steps with probability proportional to noise std ** -E (default 0: "
                         "uniform, the reference's)")
+    p.add_argument("--fast-schedule-share", type=float, metavar="F",
+                   help="draw this share of the examples at the fast (inference) schedule's noise levels, where "
+                        "the default sampler runs the network (default 0: none)")
     p.add_argument("--ema-decay", type=float, metavar="D",
                    help="validate and export a moving average of the weights, updated each step with decay D "
                         "(e.g. 0.999; default 0: the weights themselves, the reference's)")

@@ -90,4 +90,15 @@ def resolve_schedule(config: DiffWaveConfig, steps: Steps) -> Schedule:
     return make_schedule(config.noise_schedule, betas)
 
 
-__all__ = ["Schedule", "Steps", "cumulative_alphas", "noise_levels", "make_schedule", "resolve_schedule"]
+def drawable_levels(config: DiffWaveConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Every noise level training can draw, as (cumulative alpha, the network's step input), float32:
+    the training schedule's steps 0..N-1 (at their own step), then the inference schedule's levels at
+    their aligned fractional steps, where fast sampling runs the network."""
+    fast = resolve_schedule(config, "fast")
+    levels = np.concatenate([noise_levels(config), cumulative_alphas(fast.betas).astype(np.float32)])
+    steps = np.concatenate([np.arange(len(config.noise_schedule), dtype=np.float32), fast.steps])
+    return levels, steps
+
+
+__all__ = ["Schedule", "Steps", "cumulative_alphas", "noise_levels", "make_schedule", "resolve_schedule",
+           "drawable_levels"]

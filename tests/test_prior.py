@@ -12,7 +12,7 @@ from diffwave_vocoder import DiffWaveConfig, Vocoder
 from diffwave_vocoder.features.mel import compress, compute_mel
 from diffwave_vocoder.prior import energy_range, frame_energy, prior_std
 from diffwave_vocoder.sampler import InferenceOptions
-from diffwave_vocoder.schedule import noise_levels, resolve_schedule
+from diffwave_vocoder.schedule import drawable_levels, noise_levels, resolve_schedule
 from diffwave_vocoder.training.data import ClipSet
 from diffwave_vocoder.training.trainer import Trainer, TrainingSettings, diffusion_loss
 from helpers import audible_vocoder, run_main
@@ -130,6 +130,17 @@ def test_loss_draws_prior_scaled_noise_and_weights_the_error():
     level = noise_levels(ENERGY)[batch["step"]][:, None]
     noisy = np.sqrt(level) * batch["audio"] + np.sqrt(1 - level) * noise
     predicted = model([noisy, batch["step"].astype(np.float32), batch["mel"]]).numpy()
+    np.testing.assert_allclose(loss.numpy(), np.mean(np.abs(noise - predicted) / scale, axis=1), rtol=1e-5)
+
+    # An index past the training steps is an inference level, run at its fractional step.
+    levels, network_steps = drawable_levels(ENERGY)
+    fast = {**batch, "step": np.array([50, 55], np.int32)}
+    loss = diffusion_loss(model, {k: tf.constant(v) for k, v in fast.items()}, tf.constant(levels), "l1", hop,
+                          training=False, network_steps=tf.constant(network_steps))
+    level = levels[fast["step"]][:, None]
+    noisy = np.sqrt(level) * batch["audio"] + np.sqrt(1 - level) * noise
+    assert 0.0 < network_steps[51] < 1.0 and level[0, 0] == np.float32(1 - ENERGY.inference_noise_schedule[0])
+    predicted = model([noisy, network_steps[fast["step"]], batch["mel"]]).numpy()
     np.testing.assert_allclose(loss.numpy(), np.mean(np.abs(noise - predicted) / scale, axis=1), rtol=1e-5)
 
 

@@ -368,3 +368,31 @@ def test_low_noise_emphasis_draws_steps_in_proportion_to_noise_std_to_the_minus_
             assert np.mean(steps < 5) > 0.45
     with pytest.raises(ValueError, match="low_noise_emphasis"):
         TrainingSettings(low_noise_emphasis=-1.0)
+
+
+def test_fast_schedule_share_draws_the_inference_levels_at_their_fractional_steps(tones):
+    from diffwave_vocoder.schedule import cumulative_alphas, drawable_levels, noise_levels, resolve_schedule
+    from diffwave_vocoder.training.trainer import Trainer, TrainingSettings, step_probabilities
+
+    levels, network_steps = drawable_levels(CONFIG)
+    fast = resolve_schedule(CONFIG, "fast")
+    n, m = len(CONFIG.noise_schedule), len(fast)
+    np.testing.assert_array_equal(levels[:n], noise_levels(CONFIG))
+    np.testing.assert_array_equal(network_steps[:n], np.arange(n))
+    np.testing.assert_allclose(levels[n:], cumulative_alphas(CONFIG.inference_noise_schedule), rtol=1e-6)
+    np.testing.assert_array_equal(network_steps[n:], fast.steps)
+    p = step_probabilities(CONFIG, 0.0, 0.25)
+    assert p.shape == (n + m,) and p.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(p[n:], 0.25 / m)
+    np.testing.assert_allclose(p[:n], 0.75 / n)
+    for share in (0.25, 1.0):
+        trainer = Trainer(tones.parent / f"fast{share}", tones, config=CONFIG, settings=TrainingSettings(
+            crop_frames=8, batch_size=64, seed=1, val_fraction=0.0, fast_schedule_share=share))
+        steps = np.concatenate([b["step"].numpy() for b in trainer._dataset(0).take(4)])
+        assert steps.min() >= 0 and steps.max() < n + m
+        drawn = np.mean(steps >= n)
+        assert abs(drawn - share) <= 4 * np.sqrt(share * (1 - share) / len(steps)) + 1e-9
+        if share == 1.0:
+            assert set(steps.tolist()) == set(range(n, n + m))  # every inference level, no training step
+    with pytest.raises(ValueError, match="fast_schedule_share"):
+        TrainingSettings(fast_schedule_share=1.5)

@@ -41,7 +41,7 @@ from ..io.atomic import atomic_file, remove_leftovers
 from ..io.progress import progress_line
 from ..model import build_model, native_dilated_conv_trains
 from ..prior import energy_range, sample_std, uses_prior
-from ..schedule import noise_levels
+from ..schedule import drawable_levels, noise_levels
 from ..vocoder import CONFIG_FILE, Vocoder
 from .checkpoints import (CHECKPOINTS_DIR, SETTINGS_FILE, VARIABLES_PREFIX, CheckpointStore, dtype_policy,
                           load_for_export, read_state, training_metadata)
@@ -69,7 +69,8 @@ _FINE_TUNING_FREE_FIELDS = ("inference_noise_schedule", "audio_len", "prior", "p
 # Settings that change which examples, noise or updates a step sees, or which weights the run exports:
 # changing them on resume is allowed, but the run is then no longer identical to an uninterrupted one.
 _TRAJECTORY_FIELDS = ("batch_size", "learning_rate", "loss", "max_grad_norm", "crop_frames", "crop_samples",
-                      "seed", "mixed_precision", "val_fraction", "low_noise_emphasis", "ema_decay")
+                      "seed", "mixed_precision", "val_fraction", "low_noise_emphasis", "fast_schedule_share",
+                      "ema_decay")
 
 
 def cpu_has_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
@@ -112,6 +113,10 @@ class TrainingSettings:
     # 0 is the reference's uniform draw; larger values train the low-noise steps (the waveform's fine
     # structure, the last steps of sampling) more often. Validation keeps the uniform draw.
     low_noise_emphasis: float = 0.0
+    # Share of the examples drawn at the inference (fast) schedule's noise levels instead, each equally
+    # often, with the network's step input at the fractional step fast sampling gives it: trains the
+    # network where the default sampler runs it. 0: the draw above alone. Validation is unchanged.
+    fast_schedule_share: float = 0.0
     # > 0: validate and export an exponential moving average of the weights, updated after each step
     # with this decay (weight_average.py; 0.999 averages over about the last thousand steps).
     # 0: the weights themselves, as the reference.
@@ -134,6 +139,8 @@ class TrainingSettings:
             raise ValueError(f"keep_every must be an integer >= 0, got {self.keep_every!r}")
         if not (isinstance(self.low_noise_emphasis, (int, float)) and 0 <= self.low_noise_emphasis <= 4):
             raise ValueError(f"low_noise_emphasis must be a number in [0, 4], got {self.low_noise_emphasis!r}")
+        if not (isinstance(self.fast_schedule_share, (int, float)) and 0 <= self.fast_schedule_share <= 1):
+            raise ValueError(f"fast_schedule_share must be a number in [0, 1], got {self.fast_schedule_share!r}")
         if not (isinstance(self.ema_decay, (int, float)) and 0 <= self.ema_decay < 1):
             raise ValueError(f"ema_decay must be a number in [0, 1), got {self.ema_decay!r}")
         if not self.learning_rate > 0:
@@ -234,17 +241,27 @@ def _with_measured_prior(config: DiffWaveConfig, measured: DiffWaveConfig) -> Di
     return config
 
 
-def step_probabilities(config: DiffWaveConfig, low_noise_emphasis: float) -> np.ndarray:
-    """How often training draws each diffusion step: proportional to its noise std ** -emphasis
-    (`TrainingSettings.low_noise_emphasis`; uniform at 0)."""
+def step_probabilities(config: DiffWaveConfig, low_noise_emphasis: float,
+                       fast_schedule_share: float = 0.0) -> np.ndarray:
+    """How often training draws each entry of `schedule.drawable_levels`: the training steps in
+    proportion to their noise std ** -emphasis (`TrainingSettings.low_noise_emphasis`; uniform at 0),
+    scaled to 1 - share, then the inference schedule's levels at share / their number each. Without a
+    share, the training steps alone."""
     noise_std = np.sqrt(1.0 - noise_levels(config).astype(np.float64))
     weights = noise_std ** -float(low_noise_emphasis)
-    return weights / weights.sum()
+    steps = weights / weights.sum()
+    if not fast_schedule_share:
+        return steps
+    fast = len(config.inference_noise_schedule)
+    return np.concatenate([(1.0 - fast_schedule_share) * steps, np.full(fast, fast_schedule_share / fast)])
 
 
 def diffusion_loss(model: keras.Model, batch: dict[str, tf.Tensor], levels: tf.Tensor, loss: str,
-                   hop_length: int, training: bool) -> tf.Tensor:
+                   hop_length: int, training: bool, network_steps: tf.Tensor | None = None) -> tf.Tensor:
     """Per-example loss (B,): mean |eps - model(noisy, t, mel)| (or squared) over the samples.
+
+    `batch["step"]` indexes `levels` and `network_steps` (the network's step input; default the index
+    itself): `schedule.drawable_levels` gives both.
 
     With the energy prior (a `prior_std` per frame in the batch, holding for hop_length samples) the
     noise is s * eps and the error is measured in the prior's units, (noise - predicted) / s
@@ -256,7 +273,8 @@ def diffusion_loss(model: keras.Model, batch: dict[str, tf.Tensor], levels: tf.T
         noise = noise * std
     level = tf.gather(levels, step)[:, None]
     noisy = tf.sqrt(level) * audio + tf.sqrt(1.0 - level) * noise
-    inputs = [noisy, tf.cast(step, tf.float32)] + ([batch["mel"]] if "mel" in batch else [])
+    network_step = tf.cast(step, tf.float32) if network_steps is None else tf.gather(network_steps, step)
+    inputs = [noisy, network_step] + ([batch["mel"]] if "mel" in batch else [])
     error = noise - tf.cast(model(inputs, training=training), tf.float32)
     if std is not None:
         error = error / std
@@ -453,7 +471,7 @@ class Trainer:
         # A float32, single-device twin for validation, sample vocoding and export.
         with dtype_policy("float32"):
             self.vocoder = Vocoder(build_model(self.config), self.config)
-        self._levels = tf.constant(noise_levels(self.config))
+        self._levels, self._network_steps = (tf.constant(table) for table in drawable_levels(self.config))
         self._references_logged = False  # ground-truth clips go to TensorBoard once per process
         self.train_step = self._make_train_step()
         self._eval_step = tf.function(lambda batch: diffusion_loss(
@@ -526,12 +544,13 @@ class Trainer:
         scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         replicas = self.strategy.num_replicas_in_sync
         global_batch = float(s.batch_size)
-        levels, hop = self._levels, self.config.hop_length
+        levels, network_steps, hop = self._levels, self._network_steps, self.config.hop_length
 
         def replica_step(batch):
             variables = model.trainable_variables
             with tf.GradientTape() as tape:
-                loss = tf.reduce_sum(diffusion_loss(model, batch, levels, s.loss, hop, training=True)) / global_batch
+                loss = tf.reduce_sum(diffusion_loss(model, batch, levels, s.loss, hop, training=True,
+                                                         network_steps=network_steps)) / global_batch
                 objective = optimizer.scale_loss(loss) if scaled else loss
             grads = tape.gradient(objective, variables)
             if replicas > 1:  # the global gradient, so that its norm and clipping are the single-device ones
@@ -575,9 +594,12 @@ class Trainer:
 
     def _step_logits(self) -> np.ndarray | None:
         """Log-probabilities of the training draw of diffusion steps (None: the uniform draw)."""
-        if not self.settings.low_noise_emphasis:
+        s = self.settings
+        if not s.low_noise_emphasis and not s.fast_schedule_share:
             return None
-        return np.log(step_probabilities(self.config, self.settings.low_noise_emphasis)).astype(np.float32)
+        with np.errstate(divide="ignore"):  # a share of 1 draws no training step: a large negative logit
+            logits = np.log(step_probabilities(self.config, s.low_noise_emphasis, s.fast_schedule_share))
+        return np.maximum(logits, -1e9).astype(np.float32)
 
     # -- checkpoints ----------------------------------------------------------------------------
 
