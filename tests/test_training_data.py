@@ -396,3 +396,9 @@ def test_fast_schedule_share_draws_the_inference_levels_at_their_fractional_step
             assert set(steps.tolist()) == set(range(n, n + m))  # every inference level, no training step
     with pytest.raises(ValueError, match="fast_schedule_share"):
         TrainingSettings(fast_schedule_share=1.5)
+    # An inference schedule beyond the training schedule's noise trains as before; drawing it is refused.
+    beyond = CONFIG.replace(inference_noise_schedule=(0.5, 0.9, 0.9))
+    Trainer(tones.parent / "beyond0", tones, config=beyond, settings=TrainingSettings(crop_frames=8, val_fraction=0.0))
+    with pytest.raises(ValueError, match="outside the training schedule's range"):
+        Trainer(tones.parent / "beyond1", tones, config=beyond, settings=TrainingSettings(
+            crop_frames=8, val_fraction=0.0, fast_schedule_share=0.5))

@@ -471,7 +471,12 @@ class Trainer:
         # A float32, single-device twin for validation, sample vocoding and export.
         with dtype_policy("float32"):
             self.vocoder = Vocoder(build_model(self.config), self.config)
-        self._levels, self._network_steps = (tf.constant(table) for table in drawable_levels(self.config))
+        # The inference levels only when drawn: an inference schedule that does not align to the training
+        # one fails there, and needs to fail only where training uses it.
+        levels, network_steps = (drawable_levels(self.config) if s.fast_schedule_share
+                                 else (noise_levels(self.config), None))
+        self._levels = tf.constant(levels)
+        self._network_steps = None if network_steps is None else tf.constant(network_steps)
         self._references_logged = False  # ground-truth clips go to TensorBoard once per process
         self.train_step = self._make_train_step()
         self._eval_step = tf.function(lambda batch: diffusion_loss(
