@@ -342,7 +342,22 @@ def cmd_info(args: argparse.Namespace) -> None:
                   else f"frame energy {energies[0]:.4g}..{energies[1]:.4g} -> std 0..1")
         print(f"  prior: {config['prior']} (PriorGrad; {mapped}, std at least {config['prior_std_min']:g})")
     for key, value in info["metadata"].items():
+        if key == "init_from" and isinstance(value, dict):
+            value = _describe_init_from(value)
         print(f"  {key}: {value if isinstance(value, str) else json.dumps(value)}")
+
+
+# What identifies the checkpoint a fine-tuned run started from (a converted file's hash, a run's steps).
+_INIT_FROM_FACTS = ("converted_from", "source_sha256", "source_step", "source", "total_training_steps",
+                    "training_step")
+
+
+def _describe_init_from(init_from: dict) -> str:
+    """One line for a fine-tuned vocoder's starting checkpoint: each export nests its own starting
+    checkpoint's whole metadata, so a chain of fine-tunes would print kilobytes; `info --json` keeps it all."""
+    source = init_from.get("metadata") or {}
+    facts = [f"{key}={source[key]}" for key in _INIT_FROM_FACTS if key in source]
+    return f"{init_from.get('path')} ({', '.join(facts + ['the full record: info --json'])})"
 
 
 def _betas(value: str) -> list[float]:

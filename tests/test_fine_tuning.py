@@ -134,6 +134,23 @@ def test_cli_fine_tunes_from_a_checkpoint_with_its_config(speech_corpus, pretrai
     assert "init checkpoint not found" in capsys.readouterr().err
 
 
+def test_info_names_the_start_of_a_fine_tuned_chain_in_one_line(speech_corpus, pretrained, tmp_path, capsys):
+    from diffwave_vocoder.cli import main
+
+    first = Trainer(tmp_path / "first", speech_corpus, settings=settings(max_steps=1, val_fraction=0.0,
+                                                                         init_from=str(pretrained))).fit()
+    second = Trainer(tmp_path / "second", speech_corpus, settings=settings(max_steps=1, val_fraction=0.0,
+                                                                           init_from=str(first.exported))).fit()
+    capsys.readouterr()
+    assert main(["info", str(second.exported)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  init_from:")]
+    assert lines == [f"  init_from: {first.exported} (source=diffwave-vocoder train, training_step=1, "
+                     "the full record: info --json)"]
+    assert main(["info", "--json", str(second.exported)]) == 0
+    nested = json.loads(capsys.readouterr().out)["metadata"]["init_from"]["metadata"]["init_from"]
+    assert nested == {"path": str(pretrained), "metadata": {"source": "test", "training_step": 6}}
+
+
 def test_steps_count_the_checkpoint_a_run_started_from(speech_corpus, pretrained, tmp_path):
     from diffwave_vocoder.evaluation.evaluate import OURS, evaluate, evaluate_run
     from diffwave_vocoder.training.checkpoints import export_source_config
