@@ -142,6 +142,9 @@ def test_ship_writes_a_resume_with_changed_settings_as_commands_the_cli_takes():
     base = "bash recipes/default-vocoder/train.sh WORK --init-from init --learning-rate 0.0002 --ema-decay 0.999"
     assert ship["training_commands"](started).split("; then ") == [f"{base} --max-steps 5",
                                                                  f"{base} --mixed-precision bfloat16"]
+    # A null no flag can express (only a hand edit makes one) is named, not a KeyError.
+    with pytest.raises(ValueError, match="records seed as null, but only max_grad_norm, mixed_precision"):
+        ship["training_commands"]({"steps": 10, "setting_changes": [{"step": 5, "seed": [0, None]}]})
 
 
 def test_ship_finds_the_settings_a_run_started_with(tmp_path):

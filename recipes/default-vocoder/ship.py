@@ -83,8 +83,16 @@ def training_commands(run: dict, program: str = TRAIN_SH) -> str:
     base = program + (f" --init-from {run['init_from']}" if "init_from" in run else "")
     flags: dict[str, object] = dict(run.get("started_with", {}))
 
+    def flag_value(field: str, value: object) -> object:
+        if value is not None:
+            return value
+        if field not in OFF_FLAG_VALUES:
+            raise ValueError(f"the run records {field} as null, but only {', '.join(sorted(OFF_FLAG_VALUES))} "
+                             "can be switched off by a flag: the checkpoint's training_history was edited by hand?")
+        return OFF_FLAG_VALUES[field]
+
     def command(extra: str = "") -> str:
-        return base + "".join(f" --{field.replace('_', '-')} {OFF_FLAG_VALUES[field] if value is None else value}"
+        return base + "".join(f" --{field.replace('_', '-')} {flag_value(field, value)}"
                               for field, value in flags.items()) + extra
 
     commands = []
@@ -99,6 +107,13 @@ def ship(work: Path, run: Path, full: bool) -> None:
     data = {name: corpus_manifest(work / name) for name in ("train", "val", "heldout")}
     vocoder = load_for_export(run)
     step = total_training_steps(vocoder.metadata)
+    # The provenance too: a run whose history cannot be written as commands fails before the evaluation.
+    history = training_history(vocoder.metadata)
+    flags = started_with(run, history[-1].get("setting_changes", []))
+    if flags:
+        history[-1]["started_with"] = flags
+    commands = {"training_command": training_commands(history[-1]),
+                "trainer_command": training_commands(history[-1], TRAINER)}
     reports = {"fast": evaluate(vocoder, work / "heldout", steps="fast", progress=True)}
     if full:
         reports["full"] = evaluate(vocoder, work / "heldout", steps="full", baseline=None, ground_truth=False,
@@ -108,17 +123,12 @@ def ship(work: Path, run: Path, full: bool) -> None:
         print(f"\n{schedule} schedule, step {step}:\n{report.table()}\n\nper voice:\n{report.table(by_voice=True)}")
         quality[schedule] = [{k: (rounded(v) if isinstance(v, float) else v) for k, v in row.items()}
                              for row in report.summary()]
-    history = training_history(vocoder.metadata)
-    flags = started_with(run, history[-1].get("setting_changes", []))
-    if flags:
-        history[-1]["started_with"] = flags
     vocoder.metadata.update({
         "preset": DEFAULT_PRESET,
         "training_history": history,
         "total_training_steps": step,
         "recipe": "recipes/default-vocoder (train.sh, config.json, ship.py)",
-        "training_command": training_commands(history[-1]),
-        "trainer_command": training_commands(history[-1], TRAINER),
+        **commands,
         "training_config": RECIPE_CONFIG,
         "training_data": data["train"],
         "validation_data": data["val"],
